@@ -1,0 +1,13 @@
+"""The one exception type for bad user input.
+
+Every check at a public boundary raises :class:`InputError` with a message that names the input and says what is
+wrong with it. The CLI turns it into one line on stderr and exit code 2; the Slicer module shows it in a dialog.
+"""
+
+
+class InputError(ValueError):
+    """A user-supplied input (file, array, parameter) is unusable; the message says which and why."""
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a long computation; nothing is written after it."""

@@ -1,0 +1,140 @@
+"""NIfTI / NRRD reading, writing and resampling through SimpleITK, geometry intact.
+
+SimpleITK (like ITK and DICOM) works in LPS; the Lib works in RAS. The flip of the first two physical axes happens
+here and nowhere else.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from .volume import LPS_TO_RAS, Geometry, Volume
+
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+_NUMPY_TO_SITK_OK = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.float32, np.float64)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def geometry_from_sitk(image: sitk.Image) -> Geometry:
+    """Geometry (RAS) of a 3D SimpleITK image (LPS)."""
+    direction_lps = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    return Geometry(
+        shape=image.GetSize(),
+        spacing_mm=image.GetSpacing(),
+        origin_ras_mm=LPS_TO_RAS @ np.asarray(image.GetOrigin(), dtype=np.float64),
+        direction_ras=LPS_TO_RAS @ direction_lps,
+    )
+
+
+def apply_geometry_to_sitk(image: sitk.Image, geometry: Geometry) -> None:
+    """Set spacing, origin and direction (converted to LPS) on a SimpleITK image in place."""
+    image.SetSpacing(geometry.spacing_mm)
+    image.SetOrigin(tuple(LPS_TO_RAS @ np.asarray(geometry.origin_ras_mm)))
+    image.SetDirection(tuple((LPS_TO_RAS @ geometry.direction_matrix).ravel()))
+
+
+def to_sitk(volume: Volume) -> sitk.Image:
+    """A SimpleITK image with the volume's values and geometry (bool arrays become uint8)."""
+    array = volume.array
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif array.dtype not in _NUMPY_TO_SITK_OK:
+        array = array.astype(np.float32)
+    # SimpleITK arrays are indexed [k, j, i]; ours [i, j, k].
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
+    apply_geometry_to_sitk(image, volume.geometry)
+    return image
+
+
+def from_sitk(image: sitk.Image) -> Volume:
+    """A :class:`Volume` from a 3D scalar SimpleITK image."""
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected a 3D scalar image, got {image.GetDimension()}D with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel")
+    array = np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0)))
+    return Volume(array, geometry_from_sitk(image))
+
+
+def read_volume(path, name: str = "image") -> Volume:
+    """Read a NIfTI / NRRD / MetaImage file into a :class:`Volume`.
+
+    Parameters
+    ----------
+    path : str or Path
+    name : str
+        What the file is (e.g. ``"--wm"``), used in error messages.
+
+    Raises
+    ------
+    InputError
+        The file is missing, unreadable, not 3D, or not scalar.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{name}: file not found: {path}")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
+        raise InputError(f"{name}: cannot read {path} as an image ({first_line})") from None
+    try:
+        return from_sitk(image)
+    except InputError as exc:
+        raise InputError(f"{name}: {path}: {exc}") from None
+
+
+def write_volume(volume: Volume, path, compress: bool = True) -> Path:
+    """Write a volume atomically: a temporary file in the same folder, renamed when complete.
+
+    A failure or interruption never leaves a half-written file at ``path``.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not suffix:
+        raise InputError(f"output {path}: unsupported extension (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(to_sitk(volume), tmp_name, compress)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+    return path
+
+
+def resample(volume: Volume, reference: Geometry, interpolation: str = "linear", default_value: float = 0.0
+             ) -> Volume:
+    """Resample ``volume`` onto the grid ``reference`` (same physical space, identity transform).
+
+    Parameters
+    ----------
+    interpolation : {"linear", "nearest", "bspline"}
+        Use "nearest" for label maps and masks.
+    default_value : float
+        Value of output voxels that fall outside the input image.
+    """
+    interpolators = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor, "bspline": sitk.sitkBSpline}
+    if interpolation not in interpolators:
+        raise InputError(f"interpolation must be one of {sorted(interpolators)}, got {interpolation!r}")
+    source = to_sitk(volume)
+    ref_image = sitk.Image(reference.shape, sitk.sitkUInt8)
+    apply_geometry_to_sitk(ref_image, reference)
+    out = sitk.Resample(source, ref_image, sitk.Transform(), interpolators[interpolation], float(default_value),
+                        source.GetPixelID())
+    return from_sitk(out)

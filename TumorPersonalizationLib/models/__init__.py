@@ -1,0 +1,1 @@
+"""Forward models: pure numerics on arrays (no file I/O, no samplers)."""
