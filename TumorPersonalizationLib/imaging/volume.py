@@ -142,3 +142,41 @@ class Volume:
     @property
     def spacing_mm(self) -> tuple:
         return self.geometry.spacing_mm
+
+
+def reorient_to_ras_axes(volume: Volume):
+    """Permute and flip the array so axes 0, 1, 2 point (approximately) to R, A, S: for display only.
+
+    Each voxel axis goes to the RAS axis it is closest to; oblique grids are shown as if they were not.
+
+    Returns
+    -------
+    array : np.ndarray
+        A view of ``volume.array`` indexed ``[r, a, s]``.
+    spacing_mm : tuple of 3 float
+        Voxel size along R, A, S.
+    to_display_index : callable
+        Maps a voxel index (i, j, k) of ``volume`` to the index in ``array``.
+    """
+    direction = volume.geometry.direction_matrix
+    ras_axis_of = [int(np.argmax(np.abs(direction[:, a]))) for a in range(3)]
+    if sorted(ras_axis_of) != [0, 1, 2]:
+        raise InputError("cannot display an image whose axes are at 45 degrees to the RAS axes")
+    order = [ras_axis_of.index(r) for r in range(3)]  # array axis that becomes R, A, S
+    flips = [direction[r, order[r]] < 0 for r in range(3)]
+    array = np.transpose(volume.array, order)
+    shape = array.shape
+    for r in range(3):
+        if flips[r]:
+            array = np.flip(array, axis=r)
+    spacing = tuple(volume.spacing_mm[a] for a in order)
+
+    def to_display_index(ijk):
+        ijk = np.asarray(ijk, dtype=np.float64)
+        out = np.array([ijk[order[r]] for r in range(3)])
+        for r in range(3):
+            if flips[r]:
+                out[r] = shape[r] - 1 - out[r]
+        return out
+
+    return array, spacing, to_display_index

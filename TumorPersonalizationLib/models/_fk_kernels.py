@@ -12,6 +12,8 @@ The diffusion operator, per voxel ``p`` with diffusivity ``d_p`` (0 outside the 
 with ``w_axis = Dw / h_axis^2``: a face with a non-domain voxel on either side carries no flux, so mass is conserved
 exactly (up to float rounding) and no tumor enters a voxel that cannot be reached through WM/GM.
 """
+import types
+
 import numpy as np
 from numba import njit, prange, uint64
 
@@ -158,14 +160,21 @@ _KERNELS = {
 }
 
 
+def _renamed_copy(fn, suffix: str):
+    """A copy of ``fn`` with its own qualified name, so numba's on-disk cache keeps the variants apart."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = fn.__qualname__ + suffix
+    return copy
+
+
 class _KernelSet:
     def __init__(self, parallel: bool):
         for name, fn in _KERNELS.items():
             # fastmath lets LLVM vectorise the inner loop; the kernels never rely on NaN/inf semantics.
             if parallel:
-                compiled = njit(parallel=True, fastmath=True)(fn)
+                compiled = njit(parallel=True, fastmath=True, cache=True)(_renamed_copy(fn, "_parallel"))
             else:
-                compiled = njit(nogil=True, fastmath=True)(fn)
+                compiled = njit(nogil=True, fastmath=True, cache=True)(_renamed_copy(fn, "_serial"))
             setattr(self, name, compiled)
 
 

@@ -166,6 +166,19 @@ class Domain:
                                  0.5 * (1.0 + np.cos(np.pi * (r - radius_mm) / taper_mm)), 0.0))
         return np.where(self.inside_padded, ball, 0.0).astype(np.float32)
 
+    def _crop_initial(self, density) -> np.ndarray:
+        density = np.asarray(density)
+        if density.shape != tuple(self.full_shape):
+            raise InputError(f"initial_density: shape {density.shape} differs from the tissue maps' "
+                             f"{tuple(self.full_shape)}")
+        if not np.all(np.isfinite(density)) or density.min() < 0 or density.max() > 1:
+            raise InputError("initial_density: values must be finite and in [0, 1]")
+        box = tuple(slice(a, b) for a, b in zip(self.crop_lo, self.crop_hi))
+        c = np.pad(density[box].astype(np.float32), 1)
+        if not np.any(c[self.inside_padded] > 0):
+            raise InputError("initial_density: no tumor inside the WM/GM domain")
+        return np.where(self.inside_padded, c, np.float32(0.0))
+
     # ----------------------------------------------------------------------------------------------- stepping
     def _embed(self, crop: np.ndarray) -> np.ndarray:
         out = np.zeros(self.full_shape, dtype=np.float32)
@@ -174,7 +187,7 @@ class Domain:
 
     def simulate(self, dw_mm2_per_day: float, rho_per_day: float, days, seed_index, *,
                  steps: StepSettings = DEFAULT_STEPS, progress=None, parallel: bool = True,
-                 stats: dict | None = None) -> np.ndarray:
+                 stats: dict | None = None, initial_density=None) -> np.ndarray:
         """Run one simulation.
 
         Parameters
@@ -185,7 +198,7 @@ class Domain:
             Proliferation rate (1/day).
         days : float or sequence of float
             Output time(s) in days after seeding.
-        seed_index : sequence of 3 float
+        seed_index : sequence of 3 float or None
             Seed centre as a continuous voxel index (i, j, k) of the full grid.
         steps : StepSettings
         progress : callable(fraction: float) or None
@@ -194,6 +207,9 @@ class Domain:
             Use all cores for this one simulation (else one core, GIL released).
         stats : dict, optional
             Filled with the work done: ``steps``, ``stages`` (operator applications) and ``voxel_updates``.
+        initial_density : array_like, shape (ni, nj, nk), optional
+            Start from this density instead of a seed (``seed_index`` must then be None), e.g. to continue a
+            simulation. Values outside the WM/GM domain are ignored.
 
         Returns
         -------
@@ -203,7 +219,12 @@ class Domain:
         dw = float(_positive("Dw (dw_mm2_per_day)", dw_mm2_per_day))
         rho = float(_positive("rho (rho_per_day)", rho_per_day))
         times = np.atleast_1d(_positive("T (days)", days)).astype(np.float64)
-        c = self.seed_density(seed_index)
+        if initial_density is None:
+            c = self.seed_density(seed_index)
+        elif seed_index is not None:
+            raise InputError("give either seed_index or initial_density, not both")
+        else:
+            c = self._crop_initial(initial_density)
         order = np.argsort(times)
         outputs = np.empty((len(times),) + tuple(self.full_shape), dtype=np.float32)
         integrate = _integrate_rk4 if steps.method == "rk4" else _integrate_rkl2

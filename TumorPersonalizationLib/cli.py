@@ -1,0 +1,142 @@
+"""Command line: ``python -m TumorPersonalizationLib <command> ...``.
+
+Exit codes: 0 success, 2 bad input (one line on stderr naming the input), 130 interrupted. Outputs are written
+only after everything has been computed, each atomically, and never over an input file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import Cancelled, InputError
+
+
+class ProgressBar:
+    """A tqdm bar on stderr driven by fractions in [0, 1]; usable as a Lib progress callback."""
+
+    def __init__(self, description: str, enabled: bool = True):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=1000, desc=description, unit="‰", disable=not enabled, leave=False,
+                         file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def __call__(self, fraction: float) -> None:
+        target = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+        if target > self._bar.n:
+            self._bar.update(target - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _refuse_overwriting_inputs(outputs, inputs) -> None:
+    resolved_inputs = {Path(p).resolve() for p in inputs if p is not None}
+    for out in outputs:
+        if out is not None and Path(out).resolve() in resolved_inputs:
+            raise InputError(f"output {out} is one of the input files; choose another path")
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="simulate Fisher-Kolmogorov tumor growth in tissue maps",
+                       description="Grow a tumor from a seed in WM/GM tissue maps (default: the bundled ICBM152 "
+                                   "atlas) and write the cell density; positions are RAS millimetres.")
+    p.add_argument("--dw", type=_positive_float, required=True, metavar="MM2_PER_DAY",
+                   help="diffusivity in white matter, mm^2/day (grey matter: Dw / ratio)")
+    p.add_argument("--rho", type=_positive_float, required=True, metavar="PER_DAY", help="proliferation rate, 1/day")
+    p.add_argument("--days", type=_positive_float, required=True, help="time since seeding, days")
+    seed = p.add_mutually_exclusive_group(required=True)
+    seed.add_argument("--seed-mm", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                      help="seed position in RAS mm (the coordinates Slicer and MNI space show)")
+    seed.add_argument("--seed-voxel", type=float, nargs=3, metavar=("I", "J", "K"),
+                      help="seed voxel index in NIfTI/ITK order (0-based)")
+    p.add_argument("--wm", type=Path, help="white-matter probability map (NIfTI/NRRD); default: bundled atlas")
+    p.add_argument("--gm", type=Path, help="grey-matter probability map, same grid as --wm")
+    p.add_argument("--csf", type=Path, help="CSF probability map, same grid (checked, not needed by the model)")
+    p.add_argument("--t1", type=Path, help="image to draw the overview on, same grid (default: atlas T1 or WM)")
+    p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
+    p.add_argument("--out", type=Path, required=True, help="output density, e.g. density.nii.gz")
+    p.add_argument("--png", type=Path, help="overview picture: three slices through the seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args) -> int:
+    from .figures import density_overview
+    from .forward import Seed, simulate
+    from .imaging.io import SUPPORTED_SUFFIXES, write_volume
+    from .imaging.tissue import load_tissue_maps
+
+    if not any(args.out.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES):
+        raise InputError(f"--out {args.out}: unsupported extension (use one of {', '.join(SUPPORTED_SUFFIXES)})")
+    if args.png is not None and args.png.suffix.lower() != ".png":
+        raise InputError(f"--png {args.png}: the file name must end in .png")
+    _refuse_overwriting_inputs([args.out, args.png], [args.wm, args.gm, args.csf, args.t1])
+
+    tissue = load_tissue_maps(args.wm, args.gm, args.csf, args.t1)
+    seed = Seed(ras_mm=tuple(args.seed_mm) if args.seed_mm else None,
+                voxel=tuple(args.seed_voxel) if args.seed_voxel else None)
+    bar = ProgressBar("simulating", enabled=not args.quiet)
+    started = time.perf_counter()
+    try:
+        density = simulate(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio, progress=bar)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+
+    write_volume(density, args.out)
+    ml = density.geometry.voxel_volume_ml
+    summary = {
+        "output": str(args.out),
+        "tissue": tissue.source,
+        "dw_mm2_per_day": args.dw, "rho_per_day": args.rho, "days": args.days, "ratio": args.ratio,
+        "seed_ras_mm": [round(float(v), 2) for v in tissue.geometry.index_to_ras(seed.index_in(tissue))],
+        "volume_ml_c>=0.25": round(float((density.array >= 0.25).sum() * ml), 2),
+        "volume_ml_c>=0.6": round(float((density.array >= 0.6).sum() * ml), 2),
+        "seconds": round(elapsed, 3),
+    }
+    if args.png is not None:
+        background = tissue.background if tissue.background is not None else tissue.wm
+        title = (f"Fisher-Kolmogorov  Dw={args.dw} mm²/day  ρ={args.rho} /day  T={args.days} days  "
+                 f"Dw/Dg={args.ratio}  seed RAS {summary['seed_ras_mm']} mm")
+        density_overview(density, background, seed.index_in(tissue), args.png, title=title)
+        summary["png"] = str(args.png)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m TumorPersonalizationLib",
+                                     description="Personalized glioma growth models (TumorPersonalization).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    _add_simulate(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Cancelled):
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130

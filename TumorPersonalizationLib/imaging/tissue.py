@@ -1,0 +1,75 @@
+"""Tissue probability maps (WM, GM, optional CSF) on one grid, from files or from the bundled atlas."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .atlas import load_atlas
+from .io import read_volume
+from .volume import Geometry, Volume
+
+
+@dataclass(frozen=True)
+class TissueMaps:
+    """WM / GM (/ CSF) probabilities as float32 in [0, 1] on one grid, plus an optional image to draw on."""
+
+    wm: Volume
+    gm: Volume
+    csf: Volume | None = None
+    background: Volume | None = None
+    source: str = ""
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.wm.geometry
+
+
+def check_probability_map(volume: Volume, name: str) -> Volume:
+    """Return the map as float32, or raise InputError if it has NaN/inf or values outside [0, 1]."""
+    array = volume.array
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise InputError(f"{name}: expected numbers, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name}: contains NaN or infinite values")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < 0.0 or hi > 1.0 + 1e-4:
+        raise InputError(f"{name}: probabilities must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
+    return volume.like(np.minimum(array, 1.0))
+
+
+def check_same_grid(reference: Volume, reference_name: str, other: Volume, other_name: str) -> None:
+    if not reference.geometry.is_close(other.geometry):
+        raise InputError(f"{other_name} lies on a different grid than {reference_name}: "
+                         f"{other.geometry.describe()} vs {reference.geometry.describe()}")
+
+
+def load_tissue_maps(wm_path=None, gm_path=None, csf_path=None, t1_path=None) -> TissueMaps:
+    """Tissue maps from NIfTI/NRRD files, or the bundled atlas when no WM/GM path is given.
+
+    WM and GM come together (both or neither); CSF and T1 are optional and must share the WM grid.
+    """
+    if wm_path is None and gm_path is None:
+        if csf_path is not None:
+            raise InputError("--csf was given without --wm and --gm; give all tissue maps or none (atlas)")
+        atlas = load_atlas()
+        background = atlas.t1 if t1_path is None else None
+        maps = TissueMaps(atlas.wm, atlas.gm, atlas.csf, background, source="bundled ICBM152 2009a atlas (1.5 mm)")
+    elif wm_path is None or gm_path is None:
+        raise InputError("give both --wm and --gm (or neither, to use the bundled atlas)")
+    else:
+        wm = check_probability_map(read_volume(wm_path, "--wm"), f"--wm {wm_path}")
+        gm = check_probability_map(read_volume(gm_path, "--gm"), f"--gm {gm_path}")
+        check_same_grid(wm, f"--wm {wm_path}", gm, f"--gm {gm_path}")
+        csf = None
+        if csf_path is not None:
+            csf = check_probability_map(read_volume(csf_path, "--csf"), f"--csf {csf_path}")
+            check_same_grid(wm, f"--wm {wm_path}", csf, f"--csf {csf_path}")
+        maps = TissueMaps(wm, gm, csf, None, source=f"{wm_path}, {gm_path}")
+    if t1_path is not None:
+        t1 = read_volume(t1_path, "--t1")
+        check_same_grid(maps.wm, "the tissue maps", t1, f"--t1 {t1_path}")
+        maps = TissueMaps(maps.wm, maps.gm, maps.csf, t1.like(t1.array.astype(np.float32)), maps.source)
+    return maps
