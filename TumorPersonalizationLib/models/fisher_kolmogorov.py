@@ -152,7 +152,7 @@ class Domain:
                              f"of shape {self.full_shape}")
         nearest = tuple(np.clip(np.rint(seed).astype(int), 0, np.asarray(self.full_shape) - 1))
         if not self.inside[nearest]:
-            raise InputError(f"{name}: voxel {list(nearest)} lies in CSF or background "
+            raise InputError(f"{name}: voxel {[int(v) for v in nearest]} lies in CSF or background "
                              f"(WM + GM < {DOMAIN_THRESHOLD}); place the seed in white or grey matter")
         return seed
 
