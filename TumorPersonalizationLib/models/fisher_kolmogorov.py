@@ -159,12 +159,18 @@ class Domain:
     def seed_density(self, seed_index, radius_mm: float = 1.5, taper_mm: float = 3.0) -> np.ndarray:
         """Initial condition on the padded crop (float32): the smooth ball of the module docstring."""
         seed = self.check_seed(seed_index) - (self.crop_lo - 1)
-        axes = [(np.arange(n) - s) * h for n, s, h in zip(self.diffusivity.shape, seed, self.spacing_mm)]
+        reach = (radius_mm + taper_mm) / self.spacing_mm
+        lo = np.maximum(np.floor(seed - reach).astype(int), 0)
+        hi = np.minimum(np.ceil(seed + reach).astype(int) + 1, self.diffusivity.shape)
+        axes = [(np.arange(a, b) - s) * h for a, b, s, h in zip(lo, hi, seed, self.spacing_mm)]
         r = np.sqrt(axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2)
         ball = np.where(r <= radius_mm, 1.0,
                         np.where(r < radius_mm + taper_mm,
                                  0.5 * (1.0 + np.cos(np.pi * (r - radius_mm) / taper_mm)), 0.0))
-        return np.where(self.inside_padded, ball, 0.0).astype(np.float32)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        c = np.zeros(self.diffusivity.shape, dtype=np.float32)
+        c[box] = np.where(self.inside_padded[box], ball, 0.0)
+        return c
 
     def _crop_initial(self, density) -> np.ndarray:
         density = np.asarray(density)
@@ -309,11 +315,14 @@ class _State:
     @classmethod
     def start(cls, c0: np.ndarray) -> "_State":
         # Every buffer starts equal to c0: outside the computed box the solution is frozen at c0, and stages read
-        # their neighbours' values from these buffers.
-        buffers = [c0.copy() for _ in range(5)]
+        # their neighbours' values from these buffers. c0 is zero outside its support, and np.zeros is lazy.
         nz = np.nonzero(c0 > 0)
         active_lo = np.array([a.min() for a in nz])
         active_hi = np.array([a.max() + 1 for a in nz])
+        support = tuple(slice(a, b) for a, b in zip(active_lo, active_hi))
+        buffers = [np.zeros_like(c0) for _ in range(5)]
+        for buffer in buffers:
+            buffer[support] = c0[support]
         return cls(c0, buffers, active_lo.copy(), active_hi.copy(), active_lo, active_hi)
 
     def grow_box(self, reach: int) -> None:
