@@ -70,6 +70,7 @@ def test_bundled_atlas_is_the_default(tmp_path, capsys):
     (lambda a, f, t: a + ["--seed-voxel", "100", "1", "1"], "outside the image"),
     (lambda a, f, t: a + ["--seed-mm", "500", "0", "0"], "outside the image"),
     (lambda a, f, t: _replace(a, "--gm", t["gm_small"]) + ["--seed-voxel", *SEED_VOXEL], "different grid"),
+    (lambda a, f, t: _replace(a, "--gm", t["gm_shifted"]) + ["--seed-voxel", *SEED_VOXEL], "different grid"),
     (lambda a, f, t: _replace(a, "--wm", t["wm_nan"]) + ["--seed-voxel", *SEED_VOXEL], "NaN"),
     (lambda a, f, t: _replace(a, "--wm", t["wm_big"]) + ["--seed-voxel", *SEED_VOXEL], "[0, 1]"),
     (lambda a, f, t: _replace(a, "--csf", t["missing"]) + ["--seed-voxel", *SEED_VOXEL], "file not found"),
@@ -80,6 +81,8 @@ def test_bundled_atlas_is_the_default(tmp_path, capsys):
 def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, tissue_files, capsys, change, message):
     wm = read_volume(tissue_files["wm"])
     bad = {
+        "gm_shifted": write_volume(Volume.from_array(wm.array, spacing_mm=(2, 2, 2), origin_ras_mm=(12, -20, 5),
+                                                     direction_ras=GEOMETRY["direction_ras"]), tmp_path / "gx.nii.gz"),
         "gm_small": write_volume(Volume.from_array(np.zeros((10, 10, 10), np.float32)), tmp_path / "gs.nii.gz"),
         # .nrrd because NaN does not survive SimpleITK's NIfTI round trip
         "wm_nan": write_volume(wm.like(np.where(wm.array > 0.5, np.nan, wm.array)), tmp_path / "wn.nrrd"),
