@@ -120,12 +120,97 @@ def _run_simulate(args) -> int:
     return 0
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _add_plan(sub) -> None:
+    from .radiotherapy import DEFAULT_CORE_LABELS, DEFAULT_MARGIN_MM
+
+    p = sub.add_parser("plan", help="radiotherapy target volumes from a density and a tumor core",
+                       description="Write the standard CTV (core + Euclidean margin) and a personalized CTV from the "
+                                   "tumor cell density (iso-volume with the standard plan, or a density threshold), "
+                                   "with volumes and, given a follow-up recurrence, its coverage.")
+    p.add_argument("--density", type=Path, required=True, help="tumor cell density in [0, 1] (NIfTI/NRRD)")
+    p.add_argument("--core", type=Path, required=True,
+                   help="tumor core: a binary mask, or a label map (see --core-labels), on the density's grid")
+    p.add_argument("--core-labels", type=int, nargs="+", default=list(DEFAULT_CORE_LABELS), metavar="L",
+                   help="labels forming the core in a label map (default 1 3 4: BraTS necrosis + enhancing)")
+    p.add_argument("--brain-mask", type=Path, help="brain mask; both plans are clipped to it")
+    p.add_argument("--csf", type=Path, help="CSF probability map; voxels with CSF >= 0.5 are left out of both plans")
+    p.add_argument("--margin-mm", type=_nonnegative_float, default=DEFAULT_MARGIN_MM,
+                   help=f"standard-plan margin in mm (default {DEFAULT_MARGIN_MM:g})")
+    p.add_argument("--threshold", type=_positive_float, metavar="C",
+                   help="personalized plan = density >= C (default: iso-volume with the standard plan)")
+    p.add_argument("--recurrence", type=Path, help="follow-up recurrence mask: report each plan's coverage")
+    p.add_argument("--background", type=Path, help="image for plan.png (default: the density)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=_run_plan)
+
+
+def _run_plan(args) -> int:
+    from . import radiotherapy
+    from .figures import plan_overview
+    from .files import write_json
+    from .imaging.io import read_volume, write_volume
+    from .imaging.volume import require_same_grid
+
+    outputs = {name: args.out / name for name in ("ctv_standard.nii.gz", "ctv_model.nii.gz", "plan.json", "plan.png")}
+    inputs = [args.density, args.core, args.brain_mask, args.csf, args.recurrence, args.background]
+    _refuse_overwriting_inputs(outputs.values(), inputs)
+
+    density = read_volume(args.density, "--density")
+    radiotherapy.check_density(density, f"--density {args.density}")
+    core_image = read_volume(args.core, "--core")
+    require_same_grid(density, f"--density {args.density}", core_image, f"--core {args.core}")
+    core = radiotherapy.core_mask(core_image, tuple(args.core_labels), name=f"--core {args.core}")
+    optional = {}
+    for flag, path in (("--brain-mask", args.brain_mask), ("--csf", args.csf), ("--recurrence", args.recurrence),
+                       ("--background", args.background)):
+        if path is not None:
+            optional[flag] = read_volume(path, flag)
+            require_same_grid(density, f"--density {args.density}", optional[flag], f"{flag} {path}")
+    brain, csf = optional.get("--brain-mask"), optional.get("--csf")
+    recurrence = None
+    if "--recurrence" in optional:
+        recurrence = radiotherapy.core_mask(optional["--recurrence"], (1,), name=f"--recurrence {args.recurrence}")
+
+    plans = radiotherapy.make_plans(density, core, margin_mm=args.margin_mm, brain_mask=brain, csf=csf,
+                                    threshold=args.threshold, recurrence=recurrence)
+    report = {"inputs": {flag.lstrip("-"): str(path) for flag, path in
+                         (("--density", args.density), ("--core", args.core), ("--brain-mask", args.brain_mask),
+                          ("--csf", args.csf), ("--recurrence", args.recurrence)) if path is not None},
+              **plans.report}
+    kind = plans.report["model"]["kind"]
+    outlines = {"core": (core, "white"), f"standard CTV ({args.margin_mm:g} mm)": (plans.standard, "cyan"),
+                f"model CTV ({kind})": (plans.model, "lime")}
+    if recurrence is not None:
+        outlines["recurrence"] = (recurrence, "red")
+
+    centre = np.mean(np.argwhere(core.array), axis=0)
+    background = optional.get("--background", density)
+    write_volume(plans.standard.like(plans.standard.array.astype(np.uint8)), outputs["ctv_standard.nii.gz"])
+    write_volume(plans.model.like(plans.model.array.astype(np.uint8)), outputs["ctv_model.nii.gz"])
+    plan_overview(density, background.like(background.array.astype(np.float32)), outlines, centre,
+                  outputs["plan.png"], title=f"standard vs {kind} plan, slices through the core's centre")
+    write_json(report, outputs["plan.json"])
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m TumorPersonalizationLib",
                                      description="Personalized glioma growth models (TumorPersonalization).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     _add_simulate(sub)
+    _add_plan(sub)
     return parser
 
 

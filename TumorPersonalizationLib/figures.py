@@ -1,18 +1,19 @@
-"""PNG figures for reports: slices with a density overlay. Uses matplotlib's Agg backend (no display needed)."""
+"""PNG figures for reports: slices with a density overlay.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, never pyplot, so importing this module does not
+change the backend of a host application (Slicer) and needs no display.
+"""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-import matplotlib
+import matplotlib.lines
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .errors import InputError  # noqa: E402
-from .imaging.volume import Volume, reorient_to_ras_axes  # noqa: E402
+from .errors import InputError
+from .files import atomic_path
+from .imaging.volume import Volume, reorient_to_ras_axes
 
 CONTOUR_LEVELS = (0.25, 0.6)
 """Density levels outlined in the overview (the thesis' T1Gd-like and FLAIR-like visible borders differ; these
@@ -20,17 +21,45 @@ are the benchmark's Dice levels)."""
 
 
 def _save_atomically(fig, path: Path, dpi: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
+
+
+def _three_views(volumes, centre_index):
+    """Axial, coronal and sagittal slices of several same-grid volumes through ``centre_index``.
+
+    Returns a list of ``(name, [2D arrays], aspect, (left label, right label))``; each 2D array has rows running
+    bottom to top (draw with ``origin="lower"``) and is already flipped to the radiological convention (patient's
+    right on the left of the picture).
+    """
+    reoriented = [reorient_to_ras_axes(v) for v in volumes]
+    spacing, to_display = reoriented[0][1], reoriented[0][2]
+    arrays = [r[0] for r in reoriented]
+    r, a, s = np.clip(np.rint(to_display(centre_index)).astype(int), 0, np.asarray(arrays[0].shape) - 1)
+    return [
+        ("axial", [x[:, :, s].T[:, ::-1] for x in arrays], spacing[1] / spacing[0], ("R", "L")),
+        ("coronal", [x[:, a, :].T[:, ::-1] for x in arrays], spacing[2] / spacing[0], ("R", "L")),
+        ("sagittal", [x[r, :, :].T for x in arrays], spacing[2] / spacing[1], ("P", "A")),
+    ]
+
+
+def _draw_view(ax, name, background, density, aspect, labels, vmax, min_density):
+    ax.imshow(background, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
+    image = ax.imshow(np.ma.masked_less(density, min_density), cmap="inferno", origin="lower", vmin=0, vmax=1,
+                      alpha=0.75, aspect=aspect, interpolation="nearest")
+    ax.set_title(name)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.02, 0.5, labels[0], transform=ax.transAxes, color="white", va="center", fontsize=11)
+    ax.text(0.95, 0.5, labels[1], transform=ax.transAxes, color="white", va="center", fontsize=11)
+    return image
+
+
+def _check_grids(reference: Volume, others) -> None:
+    for name, volume in others.items():
+        if volume is not None and not reference.geometry.is_close(volume.geometry):
+            raise InputError(f"figure: {name} lies on a different grid than the density")
 
 
 def density_overview(density: Volume, background: Volume, centre_index, path, title: str = "",
@@ -52,40 +81,47 @@ def density_overview(density: Volume, background: Volume, centre_index, path, ti
 
     Images follow the radiological convention (patient's right on the left of the picture) and are labelled.
     """
-    if not density.geometry.is_close(background.geometry):
-        raise InputError("overview: density and background image lie on different grids")
-    dens, spacing, to_display = reorient_to_ras_axes(density)
-    back, _, _ = reorient_to_ras_axes(background)
-    centre = np.clip(np.rint(to_display(centre_index)).astype(int), 0, np.asarray(dens.shape) - 1)
-    r, a, s = centre
-    # (slice 2D arrays with rows = vertical axis bottom-to-top, columns = horizontal axis), aspect, axis labels
-    views = [
-        ("axial", back[:, :, s].T, dens[:, :, s].T, spacing[1] / spacing[0], ("L", "R")),
-        ("coronal", back[:, a, :].T, dens[:, a, :].T, spacing[2] / spacing[0], ("L", "R")),
-        ("sagittal", back[r, :, :].T, dens[r, :, :].T, spacing[2] / spacing[1], ("P", "A")),
-    ]
-    vmax = float(np.percentile(back, 99.5)) or 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
-    cmap = matplotlib.colormaps["inferno"].copy()
+    _check_grids(density, {"background image": background})
+    vmax = float(np.percentile(background.array, 99.5)) or 1.0
+    fig = Figure(figsize=(12, 4.6))
+    axes = fig.subplots(1, 3)
     image = None
-    for ax, (name, bg, dn, aspect, (left, right)) in zip(axes, views):
-        flip = name != "sagittal"  # radiological: patient's right (low R index) drawn on the left
-        bg = bg[:, ::-1] if flip else bg
-        dn = dn[:, ::-1] if flip else dn
-        if flip:
-            left, right = right, left
-        ax.imshow(bg, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect, interpolation="nearest")
-        image = ax.imshow(np.ma.masked_less(dn, min_density), cmap=cmap, origin="lower", vmin=0, vmax=1,
-                          alpha=0.75, aspect=aspect, interpolation="nearest")
+    for ax, (name, (bg, dn), aspect, labels) in zip(axes, _three_views([background, density], centre_index)):
+        image = _draw_view(ax, name, bg, dn, aspect, labels, vmax, min_density)
         if dn.max() > min(CONTOUR_LEVELS):
             ax.contour(dn, levels=CONTOUR_LEVELS, colors=["cyan", "lime"], linewidths=0.8, origin="lower")
-        ax.set_title(name)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.text(0.02, 0.5, left, transform=ax.transAxes, color="white", va="center", fontsize=11)
-        ax.text(0.95, 0.5, right, transform=ax.transAxes, color="white", va="center", fontsize=11)
     bar = fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01)
     bar.set_label("tumor cell density (contours at " + ", ".join(str(v) for v in CONTOUR_LEVELS) + ")")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save_atomically(fig, Path(path), dpi)
+
+
+def plan_overview(density: Volume, background: Volume, outlines: dict, centre_index, path, title: str = "",
+                  min_density: float = 0.01, dpi: int = 110) -> Path:
+    """Slices through ``centre_index`` with the density and the outlines of masks (plans, core, recurrence).
+
+    Parameters
+    ----------
+    outlines : dict of str -> (Volume, colour)
+        Label shown in the legend -> boolean mask on the density's grid and a matplotlib colour.
+    """
+    _check_grids(density, {"background image": background, **{k: v for k, (v, _) in outlines.items()}})
+    names = list(outlines)
+    volumes = [background, density] + [outlines[n][0].like(outlines[n][0].array.astype(np.float32)) for n in names]
+    vmax = float(np.percentile(background.array, 99.5)) or 1.0
+    fig = Figure(figsize=(12, 4.9))
+    axes = fig.subplots(1, 3)
+    image = None
+    for ax, (view, slices, aspect, labels) in zip(axes, _three_views(volumes, centre_index)):
+        image = _draw_view(ax, view, slices[0], slices[1], aspect, labels, vmax, min_density)
+        for name, mask in zip(names, slices[2:]):
+            if mask.any() and not mask.all():
+                ax.contour(mask, levels=[0.5], colors=[outlines[name][1]], linewidths=1.1, origin="lower")
+    handles = [matplotlib.lines.Line2D([], [], color=outlines[n][1], label=n) for n in names]
+    fig.legend(handles=handles, loc="lower center", ncol=len(names), frameon=False, fontsize=9)
+    bar = fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01)
+    bar.set_label("tumor cell density")
     if title:
         fig.suptitle(title, fontsize=10)
     return _save_atomically(fig, Path(path), dpi)

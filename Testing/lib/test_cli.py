@@ -114,3 +114,61 @@ def _replace(args, flag, value):
     args = list(args)
     args[args.index(flag) + 1] = value
     return args
+
+
+@pytest.fixture
+def plan_inputs(tmp_path):
+    """Density of a simulated tumor, its core (c >= 0.6) as a BraTS-style label map, brain mask and recurrence."""
+    from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
+
+    wm, gm, csf = phantom_tissue()
+    now, later = Domain(wm, gm, (2.0, 2.0, 2.0)).simulate(0.3, 0.05, [150.0, 270.0], SEED_VOXEL)
+    labels = np.where(now >= 0.8, 1, np.where(now >= 0.6, 4, np.where(now >= 0.3, 2, 0))).astype(np.uint8)
+    files = {}
+    for name, array in (("density", now), ("core", labels), ("brain", (wm + gm + csf > 0.5).astype(np.uint8)),
+                        ("csf", csf), ("recurrence", (later >= 0.6).astype(np.uint8))):
+        files[name] = write_volume(Volume.from_array(array, **GEOMETRY), tmp_path / f"{name}.nii.gz")
+    return files
+
+
+def test_plan_writes_both_ctvs_a_report_and_a_picture(tmp_path, plan_inputs, capsys):
+    f = plan_inputs
+    out = tmp_path / "plan"
+    code, stdout, _ = run(["plan", "--density", f["density"], "--core", f["core"], "--brain-mask", f["brain"],
+                           "--csf", f["csf"], "--recurrence", f["recurrence"], "--margin-mm", "10", "--out", out],
+                          capsys)
+    assert code == 0
+    report = json.loads((out / "plan.json").read_text())
+    assert report == json.loads(stdout)
+    assert report["standard"]["margin_mm"] == 10.0 and report["standard"]["csf_excluded"]
+    standard, model = read_volume(out / "ctv_standard.nii.gz"), read_volume(out / "ctv_model.nii.gz")
+    assert standard.geometry.is_close(read_volume(f["density"]).geometry)
+    ml = standard.geometry.voxel_volume_ml
+    assert report["standard"]["volume_ml"] == pytest.approx(standard.array.sum() * ml)
+    assert abs(int(model.array.sum()) - int(standard.array.sum())) <= 1  # iso-volume
+    assert report["model"]["kind"] == "iso-volume"
+    assert 0.0 <= report["recurrence"]["standard"]["coverage"] <= 1.0
+    assert (out / "plan.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, stdout, _ = run(["plan", "--density", f["density"], "--core", f["core"], "--threshold", "0.1",
+                           "--out", tmp_path / "thr"], capsys)
+    model = json.loads(stdout)["model"]
+    assert code == 0 and model["kind"] == "threshold" and model["threshold"] == 0.1
+    thresholded = read_volume(tmp_path / "thr" / "ctv_model.nii.gz").array
+    np.testing.assert_array_equal(thresholded, read_volume(f["density"]).array >= 0.1)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--margin-mm", "-3"], "--margin-mm: must be a number >= 0"),
+    (["--threshold", "1.5"], "threshold must lie in (0, 1]"),
+    (["--core-labels", "7"], "tumor core is empty"),
+])
+def test_plan_bad_input(tmp_path, plan_inputs, capsys, extra, message):
+    f = plan_inputs
+    args = ["plan", "--density", f["density"], "--core", f["core"], "--out", tmp_path / "o"] + extra
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse rejects malformed numbers itself, also with exit code 2
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

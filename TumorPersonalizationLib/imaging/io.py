@@ -5,14 +5,13 @@ here and nowhere else.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..files import atomic_path
 from .volume import LPS_TO_RAS, Geometry, Volume
 
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -106,15 +105,8 @@ def write_volume(volume: Volume, path, compress: bool = True) -> Path:
     suffix = _suffix(path)
     if not suffix:
         raise InputError(f"output {path}: unsupported extension (use one of {', '.join(SUPPORTED_SUFFIXES)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(to_sitk(volume), tmp_name, compress)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
+    with atomic_path(path, suffix) as tmp:
+        sitk.WriteImage(to_sitk(volume), tmp, compress)
     return path
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import InputError
 from .atlas import load_atlas
 from .io import read_volume
-from .volume import Geometry, Volume
+from .volume import Geometry, Volume, require_same_grid
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,6 @@ def check_probability_map(volume: Volume, name: str) -> Volume:
     return volume.like(np.minimum(array, 1.0))
 
 
-def check_same_grid(reference: Volume, reference_name: str, other: Volume, other_name: str) -> None:
-    if not reference.geometry.is_close(other.geometry):
-        raise InputError(f"{other_name} lies on a different grid than {reference_name}: "
-                         f"{other.geometry.describe()} vs {reference.geometry.describe()}")
-
-
 def load_tissue_maps(wm_path=None, gm_path=None, csf_path=None, t1_path=None) -> TissueMaps:
     """Tissue maps from NIfTI/NRRD files, or the bundled atlas when no WM/GM path is given.
 
@@ -62,14 +56,14 @@ def load_tissue_maps(wm_path=None, gm_path=None, csf_path=None, t1_path=None) ->
     else:
         wm = check_probability_map(read_volume(wm_path, "--wm"), f"--wm {wm_path}")
         gm = check_probability_map(read_volume(gm_path, "--gm"), f"--gm {gm_path}")
-        check_same_grid(wm, f"--wm {wm_path}", gm, f"--gm {gm_path}")
+        require_same_grid(wm, f"--wm {wm_path}", gm, f"--gm {gm_path}")
         csf = None
         if csf_path is not None:
             csf = check_probability_map(read_volume(csf_path, "--csf"), f"--csf {csf_path}")
-            check_same_grid(wm, f"--wm {wm_path}", csf, f"--csf {csf_path}")
+            require_same_grid(wm, f"--wm {wm_path}", csf, f"--csf {csf_path}")
         maps = TissueMaps(wm, gm, csf, None, source=f"{wm_path}, {gm_path}")
     if t1_path is not None:
         t1 = read_volume(t1_path, "--t1")
-        check_same_grid(maps.wm, "the tissue maps", t1, f"--t1 {t1_path}")
+        require_same_grid(maps.wm, "the tissue maps", t1, f"--t1 {t1_path}")
         maps = TissueMaps(maps.wm, maps.gm, maps.csf, t1.like(t1.array.astype(np.float32)), maps.source)
     return maps

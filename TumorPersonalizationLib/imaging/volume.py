@@ -144,6 +144,13 @@ class Volume:
         return self.geometry.spacing_mm
 
 
+def require_same_grid(reference: Volume, reference_name: str, other: Volume, other_name: str) -> None:
+    """Raise InputError naming both inputs unless ``other`` lies on the same voxel grid as ``reference``."""
+    if not reference.geometry.is_close(other.geometry):
+        raise InputError(f"{other_name} lies on a different grid than {reference_name}: "
+                         f"{other.geometry.describe()} vs {reference.geometry.describe()}; resample it first")
+
+
 def reorient_to_ras_axes(volume: Volume):
     """Permute and flip the array so axes 0, 1, 2 point (approximately) to R, A, S: for display only.
 
