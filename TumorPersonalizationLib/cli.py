@@ -65,9 +65,7 @@ def _add_simulate(sub) -> None:
                       help="seed position in RAS mm (the coordinates Slicer and MNI space show)")
     seed.add_argument("--seed-voxel", type=float, nargs=3, metavar=("I", "J", "K"),
                       help="seed voxel index in NIfTI/ITK order (0-based)")
-    p.add_argument("--wm", type=Path, help="white-matter probability map (NIfTI/NRRD); default: bundled atlas")
-    p.add_argument("--gm", type=Path, help="grey-matter probability map, same grid as --wm")
-    p.add_argument("--csf", type=Path, help="CSF probability map, same grid (checked, not needed by the model)")
+    _add_tissue_options(p)
     p.add_argument("--t1", type=Path, help="image to draw the overview on, same grid (default: atlas T1 or WM)")
     p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
     p.add_argument("--out", type=Path, required=True, help="output density, e.g. density.nii.gz")
@@ -188,7 +186,7 @@ def _run_plan(args) -> int:
                           ("--csf", args.csf), ("--recurrence", args.recurrence)) if path is not None},
               **plans.report}
     kind = plans.report["model"]["kind"]
-    outlines = {"core": (core, "white"), f"standard CTV ({args.margin_mm:g} mm)": (plans.standard, "cyan"),
+    outlines = {"core": (core, "magenta"), f"standard CTV ({args.margin_mm:g} mm)": (plans.standard, "cyan"),
                 f"model CTV ({kind})": (plans.model, "lime")}
     if recurrence is not None:
         outlines["recurrence"] = (recurrence, "red")
@@ -204,6 +202,72 @@ def _run_plan(args) -> int:
     return 0
 
 
+def _add_tissue_options(p) -> None:
+    p.add_argument("--wm", type=Path, help="white-matter probability map (NIfTI/NRRD); default: bundled atlas")
+    p.add_argument("--gm", type=Path, help="grey-matter probability map, same grid as --wm")
+    p.add_argument("--csf", type=Path, help="CSF probability map, same grid (plans stay out of CSF)")
+
+
+def _add_personalize(sub) -> None:
+    p = sub.add_parser("personalize", help="personalize the growth model to a patient's segmentations",
+                       description="Infer the tumor cell density (and model parameters) from T1Gd and FLAIR "
+                                   "segmentations (and FET-PET), then write the density, its uncertainty, the "
+                                   "radiotherapy plans, a report and figures to --out.")
+    p.add_argument("--method", choices=["tmcmc"], default="tmcmc",
+                   help="tmcmc: Bayesian calibration with Transitional MCMC (thesis ch. 5)")
+    p.add_argument("--t1gd", type=Path, required=True, help="T1Gd tumor segmentation (binary, tissue-map grid)")
+    p.add_argument("--flair", type=Path, required=True, help="FLAIR tumor segmentation (binary, contains T1Gd)")
+    p.add_argument("--pet", type=Path, help="FET-PET uptake image (non-negative), same grid")
+    _add_tissue_options(p)
+    p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
+    p.add_argument("--samples", type=int, default=2048, help="TMCMC samples per stage (default 2048)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
+    p.add_argument("--dask-scheduler", metavar="ADDR", help="run forward simulations on a Dask cluster")
+    p.add_argument("--grid-mm", type=_positive_float, help="calibration grid spacing (default: the tissue grid)")
+    p.add_argument("--fast", action="store_true",
+                   help="384 samples per stage instead of 2048 (about 5x faster, wider Monte Carlo error)")
+    p.add_argument("--margin-mm", type=_nonnegative_float, default=15.0, help="standard-plan margin (mm)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (results are reproducible)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_personalize)
+
+
+FAST_SAMPLES = 384
+
+
+def _run_personalize(args) -> int:
+    from .imaging.io import read_volume
+    from .imaging.tissue import load_tissue_maps
+    from .inference.likelihood import Observation
+    from .personalize import personalize_tmcmc, write_outputs
+
+    from .personalize import OUTPUT_NAMES
+
+    _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES],
+                               [args.t1gd, args.flair, args.pet, args.wm, args.gm, args.csf])
+    if args.samples < 32:
+        raise InputError(f"--samples must be at least 32, got {args.samples}")
+    tissue = load_tissue_maps(args.wm, args.gm, args.csf)
+    observation = Observation.from_volumes(
+        read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair"),
+        read_volume(args.pet, "--pet") if args.pet is not None else None, tissue.geometry,
+        names=(f"--t1gd {args.t1gd}", f"--flair {args.flair}", f"--pet {args.pet}"))
+    bar = ProgressBar(f"personalizing ({args.method})", enabled=not args.quiet)
+    try:
+        result = personalize_tmcmc(tissue, observation, n_samples=FAST_SAMPLES if args.fast else args.samples,
+                                   seed=args.seed, workers=args.workers, dask_scheduler=args.dask_scheduler,
+                                   grid_mm=args.grid_mm, ratio=args.ratio, progress=bar)
+    finally:
+        bar.close()
+    report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)
+    parameters = {k: {"map": round(v["map"], 4), "ci95": [round(c, 4) for c in v["ci95"]]}
+                  for k, v in report["parameters"].items()}
+    print(json.dumps({"out": str(args.out), "parameters": parameters, "timings_s": report["timings_s"],
+                      "forward_runs": report["forward_runs"]}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m TumorPersonalizationLib",
                                      description="Personalized glioma growth models (TumorPersonalization).")
@@ -211,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     _add_simulate(sub)
     _add_plan(sub)
+    _add_personalize(sub)
     return parser
 
 

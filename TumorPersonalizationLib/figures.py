@@ -125,3 +125,46 @@ def plan_overview(density: Volume, background: Volume, outlines: dict, centre_in
     if title:
         fig.suptitle(title, fontsize=10)
     return _save_atomically(fig, Path(path), dpi)
+
+
+def posterior_corner(samples: np.ndarray, names, path, truth: dict | None = None, max_points: int = 1500,
+                     dpi: int = 90) -> Path:
+    """Corner-style plot: histograms of each parameter on the diagonal, pairwise scatter below it.
+
+    Parameters
+    ----------
+    samples : np.ndarray, shape (n, p)
+        Equally weighted posterior samples in natural units.
+    names : sequence of str
+    truth : dict, optional
+        Known values (synthetic cases), drawn as red lines.
+    """
+    samples = np.asarray(samples)
+    p = samples.shape[1]
+    rng = np.random.default_rng(0)
+    shown = samples[rng.choice(len(samples), size=min(max_points, len(samples)), replace=False)]
+    fig = Figure(figsize=(1.6 * p, 1.6 * p))
+    axes = fig.subplots(p, p, squeeze=False)
+    for row in range(p):
+        for col in range(p):
+            ax = axes[row, col]
+            if col > row:
+                ax.set_axis_off()
+                continue
+            if row == col:
+                ax.hist(samples[:, col], bins=30, color="steelblue")
+                ax.set_yticks([])
+            else:
+                ax.scatter(shown[:, col], shown[:, row], s=1, alpha=0.3, color="steelblue")
+            if truth is not None and names[col] in truth:
+                ax.axvline(truth[names[col]], color="red", lw=0.8)
+                if row != col and names[row] in truth:
+                    ax.axhline(truth[names[row]], color="red", lw=0.8)
+            ax.tick_params(labelsize=5)
+            ax.locator_params(nbins=3)
+            if row == p - 1:
+                ax.set_xlabel(names[col], fontsize=7)
+            if col == 0 and row > 0:
+                ax.set_ylabel(names[row], fontsize=7)
+    fig.suptitle("posterior marginals" + (" (red: ground truth)" if truth else ""), fontsize=10)
+    return _save_atomically(fig, Path(path), dpi)

@@ -129,21 +129,30 @@ def threshold_plan(density: Volume, threshold: float = DEFAULT_THRESHOLD, brain_
     return density.like(plan)
 
 
-def iso_volume_plan(density: Volume, n_voxels: int, brain_mask: Volume | None = None) -> Volume:
+def iso_volume_plan(density: Volume, n_voxels: int, brain_mask: Volume | None = None,
+                    always: Volume | None = None) -> Volume:
     """The ``n_voxels`` voxels of highest density (within the brain mask if given).
 
     Ties are broken deterministically by voxel order (C order of ``[i, j, k]``), so the plan has exactly
-    ``n_voxels`` voxels, the same volume as the plan it is compared with.
+    ``n_voxels`` voxels, the same volume as the plan it is compared with. Voxels of ``always`` (e.g. the visible
+    core, which is treated whatever a model says) are in the plan first and count towards ``n_voxels``.
     """
     values = check_density(density).ravel()
     brain = _optional_mask(brain_mask, density, "brain mask")
-    candidates = np.flatnonzero(brain.ravel()) if brain is not None else np.arange(values.size)
-    if not 0 < n_voxels <= candidates.size:
-        raise InputError(f"iso-volume plan: asked for {n_voxels} voxels, {candidates.size} are available")
-    # Stable sort on -density: equal densities keep their voxel order.
-    order = np.argsort(-values[candidates], kind="stable")
     plan = np.zeros(values.size, dtype=bool)
-    plan[candidates[order[:n_voxels]]] = True
+    if always is not None:
+        require_same_grid(density, "density", always, "core")
+        plan |= always.array.astype(bool).ravel()
+    allowed = brain.ravel() if brain is not None else np.ones(values.size, dtype=bool)
+    candidates = np.flatnonzero(allowed & ~plan)
+    remaining = n_voxels - int(plan.sum())
+    if n_voxels <= 0 or remaining > candidates.size:
+        raise InputError(f"iso-volume plan: asked for {n_voxels} voxels, {candidates.size + int(plan.sum())} "
+                         f"are available")
+    if remaining > 0:
+        # Stable sort on -density: equal densities keep their voxel order.
+        order = np.argsort(-values[candidates], kind="stable")
+        plan[candidates[order[:remaining]]] = True
     return density.like(plan.reshape(density.shape))
 
 
@@ -195,8 +204,8 @@ def make_plans(density: Volume, core: Volume, *, margin_mm: float = DEFAULT_MARG
     """Standard plan and personalized plan (iso-volume, or threshold when ``threshold`` is given), with metrics.
 
     With ``csf`` both plans leave out voxels with CSF >= 0.5; with ``brain_mask`` both are clipped to the brain.
-    The report holds volumes (mL), the model plan's kind and threshold (for iso-volume: the lowest density
-    inside it), Dice between the plans, the share of the core inside the model plan and, with ``recurrence``, each
+    The iso-volume plan always contains the core. The report holds volumes (mL), the model plan's kind and
+    threshold (for iso-volume: the lowest density it includes outside the core), Dice between the plans, the share of the core inside the model plan and, with ``recurrence``, each
     plan's coverage and missed volume.
     """
     check_density(density)
@@ -213,8 +222,10 @@ def make_plans(density: Volume, core: Volume, *, margin_mm: float = DEFAULT_MARG
         model = threshold_plan(density, threshold, limit)
         kind, effective_threshold = "threshold", float(threshold)
     else:
-        model = iso_volume_plan(density, int(np.count_nonzero(standard.array)), limit)
-        kind, effective_threshold = "iso-volume", float(density.array[model.array].min())
+        model = iso_volume_plan(density, int(np.count_nonzero(standard.array)), limit, always=core)
+        outside_core = model.array & ~core.array.astype(bool)
+        kind = "iso-volume"
+        effective_threshold = float(density.array[outside_core].min()) if outside_core.any() else 1.0
     core_voxels = np.count_nonzero(core.array)
     report = {
         "core_ml": metrics.volume_ml(core),

@@ -130,3 +130,20 @@ def resample(volume: Volume, reference: Geometry, interpolation: str = "linear",
     out = sitk.Resample(source, ref_image, sitk.Transform(), interpolators[interpolation], float(default_value),
                         source.GetPixelID())
     return from_sitk(out)
+
+
+def resample_smooth(volume: Volume, reference: Geometry) -> Volume:
+    """Linear resampling onto ``reference`` as float32, Gaussian-smoothed first where ``reference`` is coarser.
+
+    The Gaussian's FWHM is sqrt(h_new^2 - h_old^2) per axis, so a coarse voxel averages what it covers instead of
+    sampling one point (which aliases thin structures such as cortex into holes).
+    """
+    from scipy import ndimage
+
+    old = np.asarray(volume.geometry.spacing_mm)
+    new = np.asarray(reference.spacing_mm)
+    array = volume.array.astype(np.float32)
+    sigma_voxels = np.sqrt(np.maximum(new ** 2 - old ** 2, 0.0)) / 2.355 / old
+    if np.any(sigma_voxels > 0.1):
+        array = ndimage.gaussian_filter(array, sigma_voxels, mode="nearest")
+    return resample(volume.like(array), reference, "linear")

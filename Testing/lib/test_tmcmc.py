@@ -1,0 +1,121 @@
+"""Transitional MCMC on targets with known answers, and the executors it runs through."""
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from TumorPersonalizationLib.errors import InputError
+from TumorPersonalizationLib.execution import DaskExecutor, InlineExecutor, LocalPoolExecutor, make_executor
+from TumorPersonalizationLib.inference import tmcmc
+from TumorPersonalizationLib.inference.priors import BoxPrior
+
+BOX = BoxPrior(("a", "b"), (-10.0, -10.0), (10.0, 10.0), (False, False))
+LOG_BOX_VOLUME = np.log(400.0)
+
+
+class GaussianLogLikelihood:
+    """A normalised correlated Gaussian: the evidence under the uniform box prior is 1 / box volume."""
+
+    mean = np.array([1.0, -2.0])
+    cov = np.array([[1.0, 0.8], [0.8, 2.0]])
+
+    def __call__(self, z):
+        return multivariate_normal(self.mean, self.cov).logpdf(np.atleast_2d(z)).reshape(-1)
+
+
+def bimodal(z):
+    low = multivariate_normal([-3.0, 0.0], 0.25 * np.eye(2)).logpdf(z)
+    high = multivariate_normal([3.0, 1.0], 0.25 * np.eye(2)).logpdf(z)
+    return np.logaddexp(np.log(0.3) + low, np.log(0.7) + high).reshape(-1)
+
+
+def test_correlated_gaussian_posterior_and_evidence():
+    target = GaussianLogLikelihood()
+    result = tmcmc.sample(target, BOX, n_samples=2048, seed=1)
+    x = result.natural
+    n = len(x)
+    # Mean within 4 Monte Carlo standard errors (resampling correlates draws: allow an effective size of n / 4).
+    standard_error = np.sqrt(np.diag(target.cov) / (n / 4))
+    assert np.all(np.abs(x.mean(axis=0) - target.mean) < 4 * standard_error)
+    np.testing.assert_allclose(np.cov(x.T), target.cov, atol=0.15)
+    assert result.log_evidence == pytest.approx(-LOG_BOX_VOLUME, abs=0.1)
+    assert result.stages[-1].beta == 1.0
+    assert [s.beta for s in result.stages] == sorted(s.beta for s in result.stages)
+    assert result.evaluations > n
+
+
+def test_bimodal_target_finds_both_modes_with_their_weights():
+    result = tmcmc.sample(bimodal, BOX, n_samples=2048, seed=2)
+    x = result.natural
+    share_low = np.mean(x[:, 0] < 0)
+    assert share_low == pytest.approx(0.3, abs=0.05)
+    np.testing.assert_allclose(x[x[:, 0] < 0].mean(axis=0), [-3.0, 0.0], atol=0.15)
+    np.testing.assert_allclose(x[x[:, 0] > 0].mean(axis=0), [3.0, 1.0], atol=0.15)
+    assert result.log_evidence == pytest.approx(-LOG_BOX_VOLUME, abs=0.15)
+
+
+def test_same_seed_same_result_and_log_scale_prior():
+    prior = BoxPrior(("rate",), (0.01,), (1.0,), (True,))
+    # Likelihood flat in the natural scale: the posterior must stay uniform on [0.01, 1], not log-uniform.
+    flat = lambda z: np.zeros(len(z))  # noqa: E731
+    first = tmcmc.sample(flat, prior, n_samples=4000, seed=3)
+    second = tmcmc.sample(flat, prior, n_samples=4000, seed=3)
+    np.testing.assert_array_equal(first.samples, second.samples)
+    assert first.log_evidence == pytest.approx(0.0, abs=1e-12)
+    x = first.natural[:, 0]
+    assert np.mean(x < 0.5) == pytest.approx((0.5 - 0.01) / 0.99, abs=0.03)
+
+
+def test_summary_reports_map_mean_and_interval():
+    result = tmcmc.sample(GaussianLogLikelihood(), BOX, n_samples=1024, seed=4)
+    summary = result.summary()
+    lo, hi = summary["a"]["ci95"]
+    assert lo < 1.0 < hi and hi - lo == pytest.approx(2 * 1.96, rel=0.2)
+    assert abs(summary["a"]["map"] - 1.0) < 0.5
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError, match="n_samples"):
+        tmcmc.sample(bimodal, BOX, n_samples=3)
+    with pytest.raises(InputError, match="-inf for every prior sample"):
+        tmcmc.sample(lambda z: np.full(len(z), -np.inf), BOX, n_samples=64)
+    with pytest.raises(InputError, match="lower bound"):
+        BoxPrior(("a",), (1.0,), (0.0,), (False,))
+    with pytest.raises(InputError, match="positive lower bound"):
+        BoxPrior(("a",), (0.0,), (1.0,), (True,))
+
+
+def square_sum(batch):
+    return np.sum(np.asarray(batch) ** 2, axis=1)
+
+
+def test_executors_return_results_in_order():
+    batch = np.arange(60, dtype=float).reshape(30, 2)
+    expected = square_sum(batch)
+    inline = make_executor(square_sum, workers=1)
+    assert isinstance(inline, InlineExecutor)
+    np.testing.assert_array_equal(inline(batch), expected)
+    pool = make_executor(square_sum, workers=2)
+    assert isinstance(pool, LocalPoolExecutor)
+    try:
+        np.testing.assert_array_equal(pool(batch), expected)
+    finally:
+        pool.close()
+
+
+def test_dask_local_cluster_runs_the_sampler():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        executor = make_executor(GaussianLogLikelihood(), dask_scheduler=cluster.scheduler_address)
+        assert isinstance(executor, DaskExecutor) and executor.workers == 2
+        try:
+            result = tmcmc.sample(executor, BOX, n_samples=512, seed=5)
+            local = tmcmc.sample(GaussianLogLikelihood(), BOX, n_samples=512, seed=5)
+        finally:
+            executor.close()
+    np.testing.assert_allclose(result.samples, local.samples)  # same numbers wherever they are computed
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    pytest.importorskip("distributed")
+    with pytest.raises(InputError, match="cannot connect"):
+        make_executor(square_sum, dask_scheduler="tcp://127.0.0.1:9")

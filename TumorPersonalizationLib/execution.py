@@ -1,0 +1,112 @@
+"""Run a batch function over many inputs: in this process, in a local process pool, or on a Dask cluster.
+
+An executor wraps a picklable callable ``function(batch) -> array`` (e.g. a calibration problem mapping parameter
+sets to log likelihoods) and offers ``executor(batch)``, which splits the batch into chunks, runs them where the
+executor lives and concatenates the results in order. The function is sent to each worker once, not per chunk.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from .errors import InputError
+
+_WORKER_FUNCTION = None
+
+
+def _install(function) -> None:
+    global _WORKER_FUNCTION
+    _WORKER_FUNCTION = function
+
+
+def _run_installed(chunk):
+    return _WORKER_FUNCTION(chunk)
+
+
+def _run(function, chunk):
+    return function(chunk)
+
+
+def _chunks(batch: np.ndarray, n: int) -> list:
+    n = max(1, min(n, len(batch)))
+    return [c for c in np.array_split(batch, n) if len(c)]
+
+
+class InlineExecutor:
+    """Runs the function in the calling process (one core per call unless the function itself is parallel)."""
+
+    def __init__(self, function):
+        self.function = function
+        self.workers = 1
+
+    def __call__(self, batch):
+        return np.asarray(self.function(batch))
+
+    def close(self):
+        pass
+
+
+class LocalPoolExecutor:
+    """A pool of ``workers`` processes (spawned, so numba's threads never cross a fork)."""
+
+    def __init__(self, function, workers: int | None = None):
+        self.workers = workers or os.cpu_count() or 1
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_install, initargs=(function,))
+
+    def __call__(self, batch):
+        chunks = _chunks(np.asarray(batch), 4 * self.workers)
+        return np.concatenate([np.asarray(r) for r in self._pool.map(_run_installed, chunks)])
+
+    def close(self):
+        self._pool.shutdown(cancel_futures=True)
+
+
+class DaskExecutor:
+    """Chunks run as tasks on a Dask ``distributed`` cluster; the function is scattered to every worker once.
+
+    Parameters
+    ----------
+    function : picklable callable
+    client_or_address : distributed.Client or str
+        A client, or a scheduler address such as ``tcp://10.0.0.5:8786``.
+    """
+
+    def __init__(self, function, client_or_address):
+        try:
+            from distributed import Client
+        except ImportError:  # pragma: no cover - distributed is a pinned dependency
+            raise InputError("the Dask executor needs the 'distributed' package") from None
+        if isinstance(client_or_address, str):
+            try:
+                self.client = Client(client_or_address, timeout="10s")
+            except OSError as exc:
+                raise InputError(f"--dask-scheduler {client_or_address}: cannot connect ({exc})") from None
+            self._owns_client = True
+        else:
+            self.client, self._owns_client = client_or_address, False
+        self.workers = max(1, sum(self.client.nthreads().values()))
+        self._function = self.client.scatter(function, broadcast=True)
+
+    def __call__(self, batch):
+        chunks = _chunks(np.asarray(batch), 4 * self.workers)
+        futures = self.client.map(_run, [self._function] * len(chunks), chunks, pure=False)
+        return np.concatenate([np.asarray(r) for r in self.client.gather(futures)])
+
+    def close(self):
+        if self._owns_client:
+            self.client.close()
+
+
+def make_executor(function, workers: int | None = None, dask_scheduler=None):
+    """Dask when a scheduler (address or client) is given, else a process pool, or inline for one worker."""
+    if dask_scheduler is not None:
+        return DaskExecutor(function, dask_scheduler)
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    if (workers or os.cpu_count() or 1) == 1:
+        return InlineExecutor(function)
+    return LocalPoolExecutor(function, workers)

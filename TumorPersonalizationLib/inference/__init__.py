@@ -1,0 +1,1 @@
+"""Inverse problems: priors, the imaging likelihood and samplers."""
