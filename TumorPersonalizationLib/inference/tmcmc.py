@@ -10,6 +10,9 @@ p_j(θ) ∝ prior(θ) L(θ)^β_j, 0 = β_0 < β_1 < ... < β_m = 1:
 4. move every point by Metropolis steps targeting p_{j+1}, with Gaussian proposals of covariance
    scale² × (weighted sample covariance); the scale adapts towards 23 % acceptance.
 
+Once β = 1, ``final_steps`` more Metropolis sweeps spread out the duplicates that the last resampling left (with a
+small population and one step per stage the posterior would otherwise look narrower than it is).
+
 Likelihoods are evaluated in batches through an executor (see :mod:`TumorPersonalizationLib.execution`), so a
 stage's 2048 forward simulations run in parallel. Reproducible for a given ``seed``.
 """
@@ -91,9 +94,34 @@ def _next_beta(log_l: np.ndarray, beta: float, target_cov: float) -> float:
     return max(lo, beta + 1e-12)
 
 
+def _metropolis(log_likelihood, prior, z, log_l, beta, chol, steps, rng):
+    """``steps`` Metropolis sweeps over the population targeting prior * L^beta; returns the moved population,
+    its log likelihoods, the number of accepted moves and of likelihood evaluations."""
+    n = len(z)
+    log_prior = prior.log_density(z)
+    accepted = used = 0
+    for _ in range(steps):
+        proposal = z + rng.standard_normal(z.shape) @ chol.T
+        proposal_prior = prior.log_density(proposal)
+        inside = np.isfinite(proposal_prior)
+        proposal_l = np.full(n, -np.inf)
+        if inside.any():
+            proposal_l[inside] = np.asarray(log_likelihood(proposal[inside]), dtype=np.float64)
+            used += int(inside.sum())
+        proposal_l = np.where(np.isnan(proposal_l), -np.inf, proposal_l)
+        with np.errstate(invalid="ignore"):
+            log_ratio = beta * (proposal_l - log_l) + proposal_prior - log_prior
+        log_ratio = np.where(np.isfinite(proposal_l), log_ratio, -np.inf)
+        accept = np.log(rng.uniform(size=n)) < log_ratio
+        z, log_l, log_prior = z.copy(), log_l.copy(), log_prior.copy()
+        z[accept], log_l[accept], log_prior[accept] = proposal[accept], proposal_l[accept], proposal_prior[accept]
+        accepted += int(accept.sum())
+    return z, log_l, accepted, used
+
+
 def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int = 0, target_cov: float = 1.0,
-           mcmc_steps: int = 1, proposal_scale: float = 0.2, max_stages: int = 200, progress=None
-           ) -> TMCMCResult:
+           mcmc_steps: int = 1, final_steps: int = 2, proposal_scale: float = 0.2, max_stages: int = 200,
+           progress=None) -> TMCMCResult:
     """Sample the posterior prior(θ) L(θ) with Transitional MCMC.
 
     Parameters
@@ -110,6 +138,8 @@ def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int 
         Coefficient of variation of the importance weights that fixes each tempering step (1.0 is standard).
     mcmc_steps : int
         Metropolis steps per point and stage.
+    final_steps : int
+        Extra Metropolis steps per point at β = 1.
     proposal_scale : float
         Initial scale of the proposal covariance relative to the population covariance; adapted each stage.
     max_stages : int
@@ -143,25 +173,11 @@ def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int 
         covariance += 1e-12 * np.eye(prior.dim) * max(1.0, float(np.trace(covariance)))
         chosen = rng.choice(n_samples, size=n_samples, p=weights)
         z, log_l = z[chosen].copy(), log_l[chosen].copy()
-        log_prior = prior.log_density(z)
-        accepted = 0
         chol = np.linalg.cholesky(scale ** 2 * covariance)
-        for _ in range(mcmc_steps):
-            proposal = z + rng.standard_normal(z.shape) @ chol.T
-            proposal_prior = prior.log_density(proposal)
-            inside = np.isfinite(proposal_prior)
-            proposal_l = np.full(n_samples, -np.inf)
-            if inside.any():
-                proposal_l[inside] = np.asarray(log_likelihood(proposal[inside]), dtype=np.float64)
-                evaluations += int(inside.sum())
-            proposal_l = np.where(np.isnan(proposal_l), -np.inf, proposal_l)
-            with np.errstate(invalid="ignore"):
-                log_ratio = next_beta * (proposal_l - log_l) + proposal_prior - log_prior
-            log_ratio = np.where(np.isfinite(proposal_l), log_ratio, -np.inf)
-            accept = np.log(rng.uniform(size=n_samples)) < log_ratio
-            z[accept], log_l[accept], log_prior[accept] = proposal[accept], proposal_l[accept], proposal_prior[accept]
-            accepted += int(accept.sum())
-        acceptance = accepted / (mcmc_steps * n_samples)
+        steps = mcmc_steps + (final_steps if next_beta >= 1.0 else 0)
+        z, log_l, accepted, used = _metropolis(log_likelihood, prior, z, log_l, next_beta, chol, steps, rng)
+        evaluations += used
+        acceptance = accepted / (steps * n_samples)
         stages.append(StageRecord(next_beta, increment, acceptance, scale, evaluations))
         # Betz et al. (2016): grow the proposal when many moves are accepted, shrink it when few are.
         scale = float(np.clip(scale * np.exp(2.0 * (acceptance - 0.23)), 0.02, 2.0))
