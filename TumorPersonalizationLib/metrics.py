@@ -10,17 +10,11 @@ from scipy import ndimage
 
 from .errors import InputError
 from .imaging.volume import Volume, require_same_grid
+from .validation import binary
 
 
 def _mask(volume: Volume, name: str) -> np.ndarray:
-    array = volume.array
-    if array.dtype == bool:
-        return array
-    values = np.unique(array)
-    if not np.all(np.isin(values, (0, 1))):
-        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
-        raise InputError(f"{name}: expected a binary mask (0/1), found values {shown}")
-    return array.astype(bool)
+    return binary(volume.array, name)
 
 
 def volume_ml(mask: Volume) -> float:

@@ -20,6 +20,7 @@ from scipy import ndimage
 from . import metrics
 from .errors import InputError
 from .imaging.volume import Volume, require_same_grid
+from .validation import unit_interval
 
 DEFAULT_MARGIN_MM = 15.0
 DEFAULT_CORE_LABELS = (1, 3, 4)
@@ -34,15 +35,7 @@ CSF_THRESHOLD = 0.5
 
 def check_density(density: Volume, name: str = "density") -> np.ndarray:
     """The density as float32 after checking it is finite and within [0, 1]."""
-    array = density.array
-    if not np.issubdtype(array.dtype, np.number):
-        raise InputError(f"{name}: expected numbers, got dtype {array.dtype}")
-    if not np.all(np.isfinite(array)):
-        raise InputError(f"{name}: contains NaN or infinite values")
-    lo, hi = float(array.min()), float(array.max())
-    if lo < 0.0 or hi > 1.0 + 1e-6:
-        raise InputError(f"{name}: densities must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
-    return array.astype(np.float32)
+    return unit_interval(density.array, name, "densities", tolerance=1e-6)
 
 
 def core_mask(segmentation: Volume, labels=DEFAULT_CORE_LABELS, name: str = "core") -> Volume:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..validation import unit_interval
 from .atlas import load_atlas
 from .io import read_volume, resample_smooth
 from .volume import Geometry, Volume, require_same_grid
@@ -28,16 +29,7 @@ class TissueMaps:
 
 def check_probability_map(volume: Volume, name: str) -> Volume:
     """Return the map as float32, or raise InputError if it has NaN/inf or values outside [0, 1]."""
-    array = volume.array
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise InputError(f"{name}: expected numbers, got dtype {array.dtype}")
-    array = array.astype(np.float32)
-    if not np.all(np.isfinite(array)):
-        raise InputError(f"{name}: contains NaN or infinite values")
-    lo, hi = float(array.min()), float(array.max())
-    if lo < 0.0 or hi > 1.0 + 1e-4:
-        raise InputError(f"{name}: probabilities must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
-    return volume.like(np.minimum(array, 1.0))
+    return volume.like(unit_interval(volume.array, name, "probabilities"))
 
 
 def load_tissue_maps(wm_path=None, gm_path=None, csf_path=None, t1_path=None) -> TissueMaps:

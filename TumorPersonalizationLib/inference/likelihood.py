@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..imaging.io import resample_smooth
 from ..imaging.volume import Geometry, Volume, require_same_grid
 from ..models.fisher_kolmogorov import DEFAULT_STEPS, Domain, StepSettings
+from ..validation import binary
 from .priors import BoxPrior
 
 LOG_HALF = math.log(0.5)
@@ -62,19 +63,6 @@ def gaussian_log_likelihood(u: np.ndarray, y: np.ndarray, b: float, sigma: float
     return np.float32(-0.5) * r * r - np.float32(math.log(sigma) + 0.5 * math.log(2 * math.pi))
 
 
-def _binary(volume: Volume, name: str) -> np.ndarray:
-    array = volume.array
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise InputError(f"{name}: expected a binary mask, got dtype {array.dtype}")
-    if not np.all(np.isfinite(array)):
-        raise InputError(f"{name}: contains NaN or infinite values")
-    values = np.unique(array)
-    if not np.all(np.isin(values, (0, 1))):
-        shown = ", ".join(f"{v:g}" for v in values[:6])
-        raise InputError(f"{name}: expected a binary segmentation (0/1), found values {shown}")
-    return array.astype(bool)
-
-
 @dataclass(frozen=True)
 class Observation:
     """Validated patient data on the tissue maps' grid: T1Gd and FLAIR masks (bool), optional PET in [0, 1]."""
@@ -95,8 +83,8 @@ class Observation:
         reference = Volume(np.zeros(tissue_grid.shape, np.uint8), tissue_grid)
         require_same_grid(reference, "the tissue maps", t1gd, names[0])
         require_same_grid(reference, "the tissue maps", flair, names[1])
-        t1 = _binary(t1gd, names[0])
-        fl = _binary(flair, names[1])
+        t1 = binary(t1gd.array, names[0], "a binary segmentation")
+        fl = binary(flair.array, names[1], "a binary segmentation")
         if not t1.any():
             raise InputError(f"{names[0]}: the T1Gd segmentation is empty")
         if np.count_nonzero(fl) < np.count_nonzero(t1):
@@ -213,6 +201,9 @@ class CalibrationProblem:
         self.pet = take(observation.pet).array if observation.pet is not None else None
         self.voxel_weight = float(np.prod(roi.spacing_mm) / np.prod(observation.t1gd.geometry.spacing_mm))
 
+    BATCH = 8  # densities held at once per call
+    threads = 1  # simulations side by side within one call (one core each); raise it where workers have idle cores
+
     def parameters(self, z: np.ndarray) -> dict:
         """Natural-unit parameters of one transformed point, by name."""
         return dict(zip(self.names, self.prior.to_natural(z)))
@@ -230,14 +221,27 @@ class CalibrationProblem:
         return self.domain.simulate(p["Dw"], p["rho"], p["T"], seed, parallel=False, steps=self.steps)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
-        """(m, dim) transformed points -> (m,) log likelihoods; -inf where the seed is not in WM/GM."""
-        out = np.empty(len(z))
-        for n, point in enumerate(np.atleast_2d(z)):
-            p = self.parameters(point)
+        """(m, dim) transformed points -> (m,) log likelihoods; -inf where the seed is not in WM/GM.
+
+        Valid points go to the batched solver ``BATCH`` at a time (``threads`` simulations side by side, one core
+        each), which bounds memory at ``BATCH`` ROI-sized densities.
+        """
+        points = [self.parameters(point) for point in np.atleast_2d(z)]
+        out = np.full(len(points), -np.inf)
+        valid, seeds = [], []
+        for n, p in enumerate(points):
+            seed = self.roi.ras_to_index([p["x"], p["y"], p["z"]])
             try:
-                u = self.simulate(p)
+                self.domain.check_seed(seed)
             except InputError:
-                out[n] = -np.inf
                 continue
-            out[n] = self.log_likelihood_of_density(u, p)
+            valid.append(n)
+            seeds.append(seed)
+        for start in range(0, len(valid), self.BATCH):
+            block = valid[start:start + self.BATCH]
+            densities = self.domain.simulate_batch([points[n]["Dw"] for n in block], [points[n]["rho"] for n in block],
+                                                   [points[n]["T"] for n in block], seeds[start:start + self.BATCH],
+                                                   steps=self.steps, workers=self.threads)
+            for n, u in zip(block, densities):
+                out[n] = self.log_likelihood_of_density(u, points[n])
         return out

@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
+from ..validation import unit_interval
 from . import _fk_kernels as kernels
 
 DOMAIN_THRESHOLD = 0.1
@@ -75,14 +76,8 @@ def _validate_tissue(wm, gm, spacing_mm):
         raise InputError(f"wm: expected a 3D array, got shape {wm.shape}")
     if gm.shape != wm.shape:
         raise InputError(f"gm: shape {gm.shape} differs from wm shape {wm.shape}")
-    for name, arr in (("wm", wm), ("gm", gm)):
-        if not np.issubdtype(arr.dtype, np.number):
-            raise InputError(f"{name}: expected numbers, got dtype {arr.dtype}")
-        if not np.all(np.isfinite(arr)):
-            raise InputError(f"{name}: contains NaN or infinite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo < 0.0 or hi > 1.0 + 1e-6:
-            raise InputError(f"{name}: probabilities must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]")
+    wm = unit_interval(wm, "wm", "probabilities")
+    gm = unit_interval(gm, "gm", "probabilities")
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     if spacing.shape != (3,) or not np.all(spacing > 0):
         raise InputError(f"spacing_mm must be 3 positive numbers, got {spacing_mm}")
