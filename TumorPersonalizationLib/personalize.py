@@ -89,7 +89,7 @@ def simulate_parameter_sets(tissue: TissueMaps, natural: np.ndarray, names, rati
 
 def personalize_tmcmc(tissue: TissueMaps, observation: Observation, *, n_samples: int = 2048, seed: int = 0,
                       workers: int | None = None, dask_scheduler=None, grid_mm: float | None = None,
-                      roi_margin_mm: float = 10.0, calibration_steps: StepSettings = DEFAULT_STEPS,
+                      roi_margin_mm: float = 15.0, calibration_steps: StepSettings = DEFAULT_STEPS,
                       mcmc_steps: int = 1, predictive_draws: int = 32, ratio: float = 10.0, progress=None
                       ) -> Personalization:
     """Bayesian calibration with Transitional MCMC (thesis ch. 5) and the posterior-predictive density.
@@ -162,7 +162,8 @@ def personalize_tmcmc(tissue: TissueMaps, observation: Observation, *, n_samples
         "stages": [{"beta": s.beta, "acceptance": s.acceptance, "proposal_scale": s.proposal_scale}
                    for s in result.stages],
         "timings_s": timings,
-        "settings": {"n_samples": n_samples, "mcmc_steps": mcmc_steps, "seed": seed, "grid_mm": list(problem.roi.spacing_mm),
+        "settings": {"n_samples": n_samples, "mcmc_steps": mcmc_steps, "seed": seed,
+                     "grid_mm": list(problem.roi.spacing_mm),
                      "roi_shape": list(problem.roi.shape), "roi_margin_mm": roi_margin_mm,
                      "step_tolerance": steps.step_tolerance, "executor": type(executor).__name__,
                      "workers": executor.workers, "ratio": ratio,
@@ -195,8 +196,9 @@ def write_outputs(result: Personalization, out_dir, tissue: TissueMaps, observat
     plans = radiotherapy.make_plans(result.density, core, margin_mm=margin_mm, brain_mask=brain, csf=tissue.csf)
     report["plans"] = plans.report
     report["plans"]["core"] = "the T1Gd segmentation"
-    files = {"density.nii.gz": result.density, "ctv_standard.nii.gz": plans.standard.like(
-        plans.standard.array.astype(np.uint8)), "ctv_model.nii.gz": plans.model.like(plans.model.array.astype(np.uint8))}
+    as_uint8 = lambda mask: mask.like(mask.array.astype(np.uint8))  # noqa: E731
+    files = {"density.nii.gz": result.density, "ctv_standard.nii.gz": as_uint8(plans.standard),
+             "ctv_model.nii.gz": as_uint8(plans.model)}
     if result.density_std is not None:
         files["density_std.nii.gz"] = result.density_std
     if result.density_map is not None:

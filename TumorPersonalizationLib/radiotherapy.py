@@ -198,7 +198,8 @@ def make_plans(density: Volume, core: Volume, *, margin_mm: float = DEFAULT_MARG
 
     With ``csf`` both plans leave out voxels with CSF >= 0.5; with ``brain_mask`` both are clipped to the brain.
     The iso-volume plan always contains the core. The report holds volumes (mL), the model plan's kind and
-    threshold (for iso-volume: the lowest density it includes outside the core), Dice between the plans, the share of the core inside the model plan and, with ``recurrence``, each
+    threshold (for iso-volume: the lowest density it includes outside the core), Dice between the plans, the
+    share of the core inside the model plan and, with ``recurrence``, each
     plan's coverage and missed volume.
     """
     check_density(density)

@@ -24,9 +24,9 @@ origin: a smaller seed needs longer to reach the same size, so T is meaningful o
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
