@@ -76,10 +76,8 @@ class DaskExecutor:
     """
 
     def __init__(self, function, client_or_address):
-        try:
-            from distributed import Client
-        except ImportError:  # pragma: no cover - distributed is a pinned dependency
-            raise InputError("the Dask executor needs the 'distributed' package") from None
+        from distributed import Client
+
         if isinstance(client_or_address, str):
             try:
                 self.client = Client(client_or_address, timeout="10s")

@@ -103,7 +103,8 @@ def test_executors_return_results_in_order():
 
 
 def test_dask_local_cluster_runs_the_sampler():
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         executor = make_executor(GaussianLogLikelihood(), dask_scheduler=cluster.scheduler_address)
         assert isinstance(executor, DaskExecutor) and executor.workers == 2
@@ -116,6 +117,5 @@ def test_dask_local_cluster_runs_the_sampler():
 
 
 def test_unreachable_scheduler_is_a_clear_error():
-    pytest.importorskip("distributed")
     with pytest.raises(InputError, match="cannot connect"):
         make_executor(square_sum, dask_scheduler="tcp://127.0.0.1:9")
