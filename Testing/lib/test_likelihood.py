@@ -35,6 +35,10 @@ def test_gaussian_log_likelihood():
     u, y = np.float32(0.6), np.float32(0.5)
     expected = -0.5 * ((0.5 - 0.9 * 0.6) / 0.1) ** 2 - math.log(0.1) - 0.5 * math.log(2 * math.pi)
     assert gaussian_log_likelihood(u, y, 0.9, 0.1) == pytest.approx(expected, rel=1e-5)
+    # A zero is censored: the probability that b u + noise <= 0.
+    from scipy.stats import norm
+    censored = gaussian_log_likelihood(np.float32(0.1), np.float32(0.0), 0.9, 0.1)
+    assert censored == pytest.approx(norm.logcdf(-0.9 * 0.1 / 0.1), rel=1e-5)
 
 
 GRID = Geometry((30, 30, 30), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))

@@ -5,7 +5,8 @@ Observations D = {y_T1Gd, y_FLAIR, y_PET} are independent given the simulated de
 - T1Gd and FLAIR segmentations are Bernoulli per voxel with probability
   alpha(u; u_c, s) = 0.5 + 0.5 sign(u - u_c) (1 - exp(-(u - u_c)^2 / s^2)) (eq. 6),
   a soft step at the visibility threshold u_c with width s = sigma_alpha;
-- normalised FET-PET is Gaussian, y ~ N(b u, sigma^2) (eq. 7).
+- normalised FET-PET is Gaussian, y ~ N(b u, sigma^2) (eq. 7); voxels with y = 0 count as censored at zero
+  (log P(b u + noise <= 0)), since uptake images cannot be negative.
 
 log alpha and log(1 - alpha) are computed in closed form in log space (one of them is log(0.5) - q, the other
 log1p(-0.5 exp(-q)) with q = (u - u_c)^2 / s^2), so voxels far from the threshold never produce log(0).
@@ -30,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import log_ndtr
 
 from ..errors import InputError
 from ..imaging.io import resample_smooth
@@ -59,9 +61,17 @@ def bernoulli_log_likelihood(u: np.ndarray, y: np.ndarray, uc: float, sigma_alph
 
 
 def gaussian_log_likelihood(u: np.ndarray, y: np.ndarray, b: float, sigma: float) -> np.ndarray:
-    """Per-voxel log N(y; b u, sigma^2)."""
-    r = (np.asarray(y, dtype=np.float32) - np.float32(b) * u) / np.float32(sigma)
-    return np.float32(-0.5) * r * r - np.float32(math.log(sigma) + 0.5 * math.log(2 * math.pi))
+    """Per-voxel log N(y; b u, sigma^2), with y = 0 read as censored: log P(b u + noise <= 0).
+
+    Uptake images are non-negative, so a zero is "at or below zero" rather than exactly zero (a Tobit model);
+    without this the background's clipped noise contradicts the Gaussian and outweighs the segmentations.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    mean = np.float32(b) * np.asarray(u, dtype=np.float32)
+    r = (y - mean) / np.float32(sigma)
+    density = np.float32(-0.5) * r * r - np.float32(math.log(sigma) + 0.5 * math.log(2 * math.pi))
+    censored = log_ndtr(-mean / np.float32(sigma)).astype(np.float32)
+    return np.where(y > 0, density, censored)
 
 
 @dataclass(frozen=True)
