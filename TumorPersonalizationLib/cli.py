@@ -35,14 +35,22 @@ class ProgressBar:
         self._bar.close()
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(f"must be a {'number >= 0' if allow_zero else 'positive number'}, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, allow_zero=False)
+
+
+def _nonnegative_float(text: str) -> float:
+    return _number(text, allow_zero=True)
 
 
 def _refuse_overwriting_inputs(outputs, inputs) -> None:
@@ -116,16 +124,6 @@ def _run_simulate(args) -> int:
         summary["png"] = str(args.png)
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
 
 
 def _add_plan(sub) -> None:
