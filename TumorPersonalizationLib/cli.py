@@ -97,6 +97,7 @@ def _run_simulate(args) -> int:
     tissue = load_tissue_maps(args.wm, args.gm, args.csf, args.t1)
     seed = Seed(ras_mm=tuple(args.seed_mm) if args.seed_mm else None,
                 voxel=tuple(args.seed_voxel) if args.seed_voxel else None)
+    seed_index = seed.index_in(tissue)
     bar = ProgressBar("simulating", enabled=not args.quiet)
     started = time.perf_counter()
     try:
@@ -111,7 +112,7 @@ def _run_simulate(args) -> int:
         "output": str(args.out),
         "tissue": tissue.source,
         "dw_mm2_per_day": args.dw, "rho_per_day": args.rho, "days": args.days, "ratio": args.ratio,
-        "seed_ras_mm": [round(float(v), 2) for v in tissue.geometry.index_to_ras(seed.index_in(tissue))],
+        "seed_ras_mm": [round(float(v), 2) for v in tissue.geometry.index_to_ras(seed_index)],
         "volume_ml_c>=0.25": round(float((density.array >= 0.25).sum() * ml), 2),
         "volume_ml_c>=0.6": round(float((density.array >= 0.6).sum() * ml), 2),
         "seconds": round(elapsed, 3),
@@ -120,7 +121,7 @@ def _run_simulate(args) -> int:
         background = tissue.background if tissue.background is not None else tissue.wm
         title = (f"Fisher-Kolmogorov  Dw={args.dw} mm²/day  ρ={args.rho} /day  T={args.days} days  "
                  f"Dw/Dg={args.ratio}  seed RAS {summary['seed_ras_mm']} mm")
-        density_overview(density, background, seed.index_in(tissue), args.png, title=title)
+        density_overview(density, background, seed_index, args.png, title=title)
         summary["png"] = str(args.png)
     print(json.dumps(summary, indent=2))
     return 0

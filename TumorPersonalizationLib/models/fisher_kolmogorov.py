@@ -228,18 +228,21 @@ class Domain:
             c = self._crop_initial(initial_density)
         order = np.argsort(times)
         outputs = np.empty((len(times),) + tuple(self.full_shape), dtype=np.float32)
-        integrate = _integrate_rk4 if steps.method == "rk4" else _integrate_rkl2
         if steps.method not in ("rk4", "rkl2"):
             raise InputError(f"steps.method must be 'rkl2' or 'rk4', got {steps.method!r}")
+        integrate = _integrate_rk4 if steps.method == "rk4" else _integrate_rkl2
         kernel_set = kernels.PARALLEL if parallel else kernels.SERIAL
         if steps.method == "rk4":
             c = c.astype(np.float64)  # the reference is computed in double precision
+        t_end = float(times.max())
+
+        def report(t):
+            if progress is not None:
+                progress(min(1.0, t / t_end))
+
         t_now = 0.0
         state = _State.start(c)
         for idx in order:
-            def report(t, _t0=t_now):
-                if progress is not None:
-                    progress(min(1.0, t / times.max()))
             integrate(self, state, dw, rho, t_now, times[idx], steps, kernel_set, report)
             t_now = times[idx]
             outputs[idx] = self._embed(state.c)
