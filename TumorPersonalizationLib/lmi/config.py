@@ -1,0 +1,70 @@
+"""The Learn-Morph-Infer configuration (``Resources/LMI/config.json``) and the network grid in the atlas."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..imaging.atlas import Atlas, resources_dir
+from ..imaging.volume import Geometry
+from .parameters import TargetScaling
+
+
+def lmi_dir() -> Path:
+    """``Resources/LMI``: config, trained weights and training log."""
+    return resources_dir() / "LMI"
+
+
+def load_config(path=None) -> dict:
+    """Read the JSON config (default: the shipped one)."""
+    path = Path(path) if path is not None else lmi_dir() / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"LMI config {path}: cannot read it ({error})") from error
+
+
+def target_scaling(config: dict) -> TargetScaling:
+    return TargetScaling(tuple(config["targets"]["lower"]), tuple(config["targets"]["upper"]))
+
+
+def network_geometry(atlas: Atlas, config: dict) -> Geometry:
+    """The network's input grid: ``config["grid"]`` shape and spacing, centred on the atlas brain's bounding box.
+
+    It uses the atlas' axis directions, so atlas-space images only need resampling (no reorientation) onto it.
+    """
+    shape = np.asarray(config["grid"]["shape"], dtype=int)
+    spacing = float(config["grid"]["spacing_mm"])
+    mask = atlas.brain_mask
+    inside = np.argwhere(mask.array > 0.5)
+    centre_ras = mask.geometry.index_to_ras((inside.min(axis=0) + inside.max(axis=0)) / 2.0)
+    direction = mask.geometry.direction_matrix
+    origin = centre_ras - direction @ ((shape - 1) / 2.0 * spacing)
+    geometry = Geometry(tuple(shape), (spacing,) * 3, tuple(origin), mask.geometry.direction_ras)
+    extent_mm = (inside.max(axis=0) - inside.min(axis=0) + 1) * np.asarray(mask.geometry.spacing_mm)
+    if np.any(extent_mm > shape * spacing):
+        raise InputError(f"LMI grid {tuple(shape)} x {spacing} mm does not cover the atlas brain "
+                         f"({np.round(extent_mm, 1).tolist()} mm)")
+    return geometry
+
+
+@lru_cache(maxsize=2)
+def _cached_tissue(config_json: str):
+    from ..imaging.atlas import load_atlas
+    from ..imaging.io import resample_smooth
+    from ..imaging.tissue import TissueMaps
+
+    atlas = load_atlas()
+    geometry = network_geometry(atlas, json.loads(config_json))
+    maps = [resample_smooth(v, geometry) for v in (atlas.wm, atlas.gm, atlas.csf)]
+    total = np.maximum(sum(m.array for m in maps), 1.0)  # interpolation can push the sum a hair above 1
+    wm, gm, csf = (m.like(np.clip(m.array / total, 0.0, 1.0).astype(np.float32)) for m in maps)
+    return TissueMaps(wm, gm, csf, resample_smooth(atlas.t1, geometry), "bundled atlas on the LMI network grid")
+
+
+def network_tissue(config: dict):
+    """Atlas WM/GM/CSF (and T1) on :func:`network_geometry` (anti-aliased; cached; treat as read-only)."""
+    return _cached_tissue(json.dumps(config, sort_keys=True))

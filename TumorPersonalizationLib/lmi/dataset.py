@@ -1,0 +1,164 @@
+"""Training and test data for the inverse network: simulated tumors in the atlas, imaged as two masks.
+
+A case draws (Dw, rho, T, seed, c_T1Gd, c_FLAIR) uniformly from the config's ranges (thesis, chapter 7), with the
+seed at a random position in a voxel of WM + GM >= ``seed_min_wm_plus_gm``; simulates on the network grid; and
+thresholds the density into T1Gd (c >= c_T1Gd) and FLAIR (c >= c_FLAIR) masks. Cases with a T1Gd lesion under
+``t1gd_min_ml`` or a FLAIR lesion outside [flair_min_ml, flair_max_ml] are discarded (the thesis discards
+"unrealistically small or large" tumors by BraTS sizes; these bounds are ours: enhancing core >= 1 mL, whole lesion
+5-250 mL). Uniform draws over the thesis' ranges mostly make tumors that fill the brain (85 % of draws in a
+300-draw sample; 7 % accepted), so draws whose Fisher front radius 2 sqrt(Dw rho) T exceeds ``max_front_radius_mm``
+(250 mm) are discarded before simulating: even in grey matter alone (Dw / 10) that front lies 79 mm out, a lesion
+far above 250 mL. This only skips simulations that would be discarded; the accepted distribution is unchanged.
+
+Storage is a folder of shards ``{split}_{index:05d}.npz``, each holding ``shard_size`` accepted cases:
+
+    labels      uint8 (n, ni, nj, nk)   0 outside, 1 FLAIR only, 2 T1Gd (which lies inside FLAIR); zlib-compressed
+    targets     float32 (n, 5)          mu1 (mm), mu2, seed i, j, k (continuous network-grid voxel index)
+    parameters  float64 (n, 8)          PARAMETER_NAMES
+    drawn       int                     parameter sets drawn to fill the shard (accepted + discarded)
+
+A shard's random stream depends only on (config seed, split, shard index), so shards can be made in any order, by
+any number of processes, and a run that was interrupted resumes by making the shards that are missing.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..files import atomic_path
+from ..models.fisher_kolmogorov import Domain
+from .parameters import to_time_independent
+
+PARAMETER_NAMES = ("Dw", "rho", "T", "seed_i", "seed_j", "seed_k", "uc_T1Gd", "uc_FLAIR")
+SPLITS = ("train", "val", "test")
+T1GD_WEIGHT, FLAIR_WEIGHT = 0.666, 0.333
+"""The network input is 0.666 T1Gd + 0.333 FLAIR (thesis, chapter 7): 0, 0.333 (FLAIR only) or 0.999 (T1Gd)."""
+
+
+def encode_labels(t1gd, flair) -> np.ndarray:
+    """Binary masks -> uint8 labels (0 outside, 1 FLAIR only, 2 T1Gd); T1Gd counts as FLAIR too."""
+    t1gd = np.asarray(t1gd) > 0
+    return (t1gd | (np.asarray(flair) > 0)).astype(np.uint8) + t1gd.astype(np.uint8)
+
+
+def labels_to_input(labels) -> np.ndarray:
+    """uint8 labels (..., ni, nj, nk) -> float32 network input 0.666 T1Gd + 0.333 FLAIR, same shape."""
+    lookup = np.array([0.0, FLAIR_WEIGHT, T1GD_WEIGHT + FLAIR_WEIGHT], dtype=np.float32)
+    return lookup[np.asarray(labels, dtype=np.uint8)]
+
+
+def seed_candidates(wm: np.ndarray, gm: np.ndarray, min_wm_plus_gm: float) -> np.ndarray:
+    """(m, 3) int voxel indices where a seed may be placed."""
+    candidates = np.argwhere((wm + gm) >= min_wm_plus_gm)
+    if len(candidates) == 0:
+        raise InputError(f"no voxel has WM + GM >= {min_wm_plus_gm}: cannot place seeds")
+    return candidates
+
+
+def draw_parameters(rng: np.random.Generator, sampling: dict, candidates: np.ndarray) -> np.ndarray:
+    """One parameter set (PARAMETER_NAMES order), uniform in the config ranges, seed jittered within its voxel."""
+    def uniform(key):
+        low, high = sampling[key]
+        return rng.uniform(low, high)
+
+    dw, rho, days = uniform("dw_mm2_per_day"), uniform("rho_per_day"), uniform("days")
+    seed = candidates[rng.integers(len(candidates))] + rng.uniform(-0.5, 0.5, 3)
+    return np.array([dw, rho, days, *seed, uniform("uc_t1gd"), uniform("uc_flair")], dtype=np.float64)
+
+
+def image_case(density: np.ndarray, uc_t1gd: float, uc_flair: float) -> np.ndarray:
+    """Threshold a density into the stored labels (T1Gd: c >= uc_t1gd, FLAIR: c >= uc_flair)."""
+    return encode_labels(density >= uc_t1gd, density >= uc_flair)
+
+
+def could_be_accepted(parameters: np.ndarray, acceptance: dict) -> bool:
+    """False for draws certain to make a lesion over the size bound (front radius over ``max_front_radius_mm``)."""
+    dw, rho, days = parameters[:3]
+    return 2.0 * np.sqrt(dw * rho) * days <= acceptance["max_front_radius_mm"]
+
+
+def accepted(labels: np.ndarray, voxel_ml: float, acceptance: dict) -> bool:
+    """True when the lesion sizes lie within the config's acceptance bounds."""
+    t1gd_ml = np.count_nonzero(labels == 2) * voxel_ml
+    flair_ml = np.count_nonzero(labels) * voxel_ml
+    return (t1gd_ml >= acceptance["t1gd_min_ml"]
+            and acceptance["flair_min_ml"] <= flair_ml <= acceptance["flair_max_ml"])
+
+
+def targets_of(parameters: np.ndarray) -> np.ndarray:
+    """(n, 8) parameter sets -> (n, 5) targets mu1, mu2, seed i, j, k."""
+    parameters = np.atleast_2d(parameters)
+    mu1, mu2 = to_time_independent(parameters[:, 0], parameters[:, 1], parameters[:, 2])
+    return np.column_stack([mu1, mu2, parameters[:, 3:6]]).astype(np.float32)
+
+
+def shard_rng(config: dict, split: str, index: int) -> np.random.Generator:
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
+    return np.random.default_rng([int(config["dataset"]["seed"]), SPLITS.index(split), int(index)])
+
+
+def make_shard(wm: np.ndarray, gm: np.ndarray, spacing_mm, config: dict, split: str, index: int,
+               size: int | None = None) -> dict:
+    """Simulate and image cases until ``size`` (default: the config's shard size) are accepted; one core.
+
+    ``wm``, ``gm``: (ni, nj, nk) tissue probabilities on the network grid of spacing ``spacing_mm``.
+    """
+    size = int(size or config["dataset"]["shard_size"])
+    rng = shard_rng(config, split, index)
+    domain = Domain(wm, gm, spacing_mm)
+    voxel_ml = float(np.prod(domain.spacing_mm)) / 1000.0
+    candidates = seed_candidates(wm, gm, config["sampling"]["seed_min_wm_plus_gm"])
+    labels, parameters, drawn = [], [], 0
+    while len(labels) < size:
+        p = draw_parameters(rng, config["sampling"], candidates)
+        drawn += 1
+        if not could_be_accepted(p, config["acceptance"]):
+            continue
+        density = domain.simulate(p[0], p[1], p[2], p[3:6], parallel=False)
+        case = image_case(density, p[6], p[7])
+        if accepted(case, voxel_ml, config["acceptance"]):
+            labels.append(case)
+            parameters.append(p)
+    parameters = np.asarray(parameters)
+    return {"labels": np.asarray(labels), "targets": targets_of(parameters), "parameters": parameters,
+            "drawn": np.int64(drawn)}
+
+
+def shard_path(folder, split: str, index: int) -> Path:
+    return Path(folder) / f"{split}_{index:05d}.npz"
+
+
+def write_shard(shard: dict, path) -> Path:
+    with atomic_path(path, ".npz") as tmp:
+        np.savez_compressed(tmp, **shard)
+    return Path(path)
+
+
+def load_split(folder, split: str, limit: int | None = None) -> dict:
+    """Concatenate the shards of one split (in index order): labels, targets, parameters, drawn (total).
+
+    Raises InputError when there is no shard or a shard cannot be read.
+    """
+    paths = sorted(Path(folder).glob(f"{split}_*.npz"))
+    if not paths:
+        raise InputError(f"no {split} shards in {folder} (make them with Scripts/lmi_make_dataset.py)")
+    parts = {"labels": [], "targets": [], "parameters": []}
+    drawn, count = 0, 0
+    for path in paths:
+        try:
+            with np.load(path) as shard:
+                for key in parts:
+                    parts[key].append(shard[key])
+                drawn += int(shard["drawn"])
+                count += len(shard["targets"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise InputError(f"dataset shard {path}: cannot read it ({error})") from error
+        if limit is not None and count >= limit:
+            break
+    out = {key: np.concatenate(value)[:limit] for key, value in parts.items()}
+    out["drawn"] = drawn
+    return out
