@@ -5,7 +5,6 @@ carries the MNI notice and ``provenance.json`` the exact source.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,14 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..resources import resources_dir
 from .io import read_volume
 from .volume import Volume
-
-
-def resources_dir() -> Path:
-    """The project's ``Resources`` folder (override with the environment variable TUMORPERSONALIZATION_RESOURCES)."""
-    override = os.environ.get("TUMORPERSONALIZATION_RESOURCES")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "Resources"
 
 
 ATLAS_DIR = resources_dir() / "Atlas"

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..imaging.atlas import Atlas, resources_dir
-from ..imaging.volume import Geometry
+from ..resources import resources_dir
 from .parameters import TargetScaling
+
+# The imaging modules (SimpleITK) are imported where used: training runs on machines that only have torch/numpy.
 
 
 def lmi_dir() -> Path:
@@ -31,11 +32,13 @@ def target_scaling(config: dict) -> TargetScaling:
     return TargetScaling(tuple(config["targets"]["lower"]), tuple(config["targets"]["upper"]))
 
 
-def network_geometry(atlas: Atlas, config: dict) -> Geometry:
+def network_geometry(atlas, config: dict):
     """The network's input grid: ``config["grid"]`` shape and spacing, centred on the atlas brain's bounding box.
 
     It uses the atlas' axis directions, so atlas-space images only need resampling (no reorientation) onto it.
     """
+    from ..imaging.volume import Geometry
+
     shape = np.asarray(config["grid"]["shape"], dtype=int)
     spacing = float(config["grid"]["spacing_mm"])
     mask = atlas.brain_mask

@@ -31,9 +31,9 @@ def from_time_independent(mu1_mm, mu2, front_speed_mm_per_day: float = FRONT_SPE
     mu1, mu2 = np.asarray(mu1_mm, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
     if np.any(~np.isfinite(mu1)) or np.any(~np.isfinite(mu2)) or np.any(mu1 <= 0) or np.any(mu2 <= 0):
         raise InputError(f"mu1 and mu2 must be positive and finite, got mu1={mu1}, mu2={mu2}")
-    if not front_speed_mm_per_day > 0:
+    v = np.asarray(front_speed_mm_per_day, dtype=np.float64)
+    if np.any(~(v > 0)):
         raise InputError(f"front speed must be positive, got {front_speed_mm_per_day} mm/day")
-    v = float(front_speed_mm_per_day)
     return mu1 * v / (2.0 * mu2), mu2 * v / (2.0 * mu1), 2.0 * mu1 * mu2 / v
 
 

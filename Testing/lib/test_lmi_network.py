@@ -1,0 +1,91 @@
+"""Learn-Morph-Infer: parameter back-mapping, target scaling, the network's shapes, a tiny training run."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from TumorPersonalizationLib.errors import InputError
+from TumorPersonalizationLib.lmi import dataset
+from TumorPersonalizationLib.lmi.config import load_config, target_scaling
+from TumorPersonalizationLib.lmi.network import InverseNet
+from TumorPersonalizationLib.lmi.parameters import (FRONT_SPEED_MM_PER_DAY, from_time_independent,
+                                                    to_time_independent)
+from TumorPersonalizationLib.lmi.training import evaluate, load_network, train, _Batches
+
+
+def test_back_mapping_round_trip_keeps_mu_and_sets_the_front_speed():
+    rng = np.random.default_rng(0)
+    dw, rho, days = rng.uniform(0.02, 1.5, 50), rng.uniform(0.002, 0.2, 50), rng.uniform(50, 1500, 50)
+    mu1, mu2 = to_time_independent(dw, rho, days)
+    dw2, rho2, days2 = from_time_independent(mu1, mu2)
+    np.testing.assert_allclose(to_time_independent(dw2, rho2, days2), (mu1, mu2), rtol=1e-12)
+    np.testing.assert_allclose(2 * np.sqrt(dw2 * rho2), FRONT_SPEED_MM_PER_DAY, rtol=1e-12)
+    # With the generating front speed, the original parameters come back exactly.
+    np.testing.assert_allclose(from_time_independent(mu1, mu2, 2 * np.sqrt(dw * rho)), (dw, rho, days), rtol=1e-12)
+    assert FRONT_SPEED_MM_PER_DAY == pytest.approx(200 / 365.25)  # 200 mm/year
+    with pytest.raises(InputError, match="positive"):
+        from_time_independent(-1.0, 2.0)
+
+
+def test_target_scaling_maps_the_bounds_to_minus_one_and_one():
+    scaling = target_scaling(load_config())
+    lo, hi = np.array(scaling.lower), np.array(scaling.upper)
+    np.testing.assert_allclose(scaling.scale(np.stack([lo, hi, (lo + hi) / 2])),
+                               [[-1] * 5, [1] * 5, [0] * 5], atol=1e-6)
+    x = np.random.default_rng(1).uniform(lo, hi, (10, 5))
+    np.testing.assert_allclose(scaling.unscale(scaling.scale(x)), x, rtol=1e-5)
+
+
+def test_labels_encode_the_thesis_input():
+    t1gd = np.zeros((4, 4, 4), bool)
+    flair = np.zeros((4, 4, 4), bool)
+    t1gd[1, 1, 1] = flair[1, 1, 1] = flair[2, 2, 2] = True
+    x = dataset.labels_to_input(dataset.encode_labels(t1gd, flair))
+    np.testing.assert_allclose(x, 0.666 * t1gd + 0.333 * flair, atol=1e-6)
+
+
+def test_network_output_shape_and_input_check():
+    torch.manual_seed(0)
+    net = InverseNet(width=4, blocks=3, convs_per_block=2)
+    y = net(torch.rand(2, 1, 16, 16, 16))
+    assert y.shape == (2, 5) and torch.all(torch.isfinite(y))
+    with pytest.raises(ValueError, match=r"\(B, 1, D, H, W\)"):
+        net(torch.rand(2, 16, 16, 16))
+
+
+def _tiny_dataset(folder, n_cases=48):
+    """Cases on a 16^3 slab phantom: one Gaussian-like blob per case, masks at fixed levels."""
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.arange(16)] * 3, indexing="ij"), axis=-1).astype(float)
+    for split, count in (("train", n_cases), ("val", 16)):
+        labels, targets = [], []
+        for _ in range(count):
+            centre, radius = rng.uniform(5, 10, 3), rng.uniform(2, 5)
+            r = np.linalg.norm(grid - centre, axis=-1)
+            labels.append(dataset.encode_labels(r < radius, r < radius * 1.6))
+            targets.append([radius * 5, radius, *centre])
+        shard = {"labels": np.array(labels), "targets": np.array(targets, np.float32),
+                 "parameters": np.zeros((count, 8)), "drawn": np.int64(count)}
+        dataset.write_shard(shard, dataset.shard_path(folder, split, 0))
+
+
+def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
+    _tiny_dataset(tmp_path / "data")
+    config = copy.deepcopy(load_config())
+    config["network"].update(width=4, blocks=3, convs_per_block=2)
+    config["training"].update(epochs=6, batch_size=8, learning_rate=3e-3)
+    config["targets"] = {"lower": [0, 0, 0, 0, 0], "upper": [40, 8, 15, 15, 15]}
+    scaling = target_scaling(config)
+    val = dataset.load_split(tmp_path / "data", "val")
+    torch.manual_seed(config["training"]["seed"])
+    before, _ = evaluate(InverseNet.from_config(config), _Batches(val["labels"], scaling.scale(val["targets"]),
+                                                                  torch.device("cpu")), 8)
+    # Interrupt after the first step (time budget 0), then resume to the end.
+    first = train(config, tmp_path / "data", tmp_path / "run", max_minutes=0.0, log=lambda *_: None)
+    assert not first["finished"] and first["step"] == 1
+    result = train(config, tmp_path / "data", tmp_path / "run", log=lambda *_: None)
+    assert result["finished"] and result["step"] == 6 * 48 // 8
+    assert result["val_mse"] < 0.5 * before, (before, result["val_mse"])
+    model, saved_config = load_network(tmp_path / "run" / "inverse_net.pt")
+    assert saved_config["network"]["width"] == 4 and not model.training
