@@ -6,6 +6,11 @@ ResNet-style as in the thesis (chapter 7, Fig. 2), without BatchNorm: a stride-2
 global average pooling and one linear layer. The thesis' size is width 64 on 128^3; the CPU config uses width 16 on
 64^3 (``Resources/LMI/config.json``).
 
+Position: the input gets three extra channels holding the voxel coordinates (-1 at one edge of the grid, +1 at
+the other; "CoordConv", Liu et al. 2018). Global average pooling makes a plain ResNet nearly blind to where the
+lesion is; with the thesis' architecture at our size (64^3, width 16) the seed was off by 25 mm on average in
+validation, so the coordinates are given instead of being inferred from the zero padding.
+
 Initialisation: He (Kaiming) normal for every convolution as in the thesis, except the last convolution of each
 residual block, which starts at zero so every block starts as the identity; without BatchNorm this keeps the
 activations' scale from growing with depth at the start of training.
@@ -47,7 +52,7 @@ class InverseNet(nn.Module):
 
     def __init__(self, width: int = 16, stem_kernel: int = 7, blocks: int = 4, convs_per_block: int = 4):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv3d(1, width, stem_kernel, stride=2, padding=stem_kernel // 2),
+        self.stem = nn.Sequential(nn.Conv3d(4, width, stem_kernel, stride=2, padding=stem_kernel // 2),
                                   nn.ReLU(inplace=True))
         nn.init.kaiming_normal_(self.stem[0].weight, nonlinearity="relu")
         nn.init.zeros_(self.stem[0].bias)
@@ -67,5 +72,7 @@ class InverseNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != 1:
             raise ValueError(f"InverseNet expects (B, 1, D, H, W), got {tuple(x.shape)}")
-        features = self.stages(self.stem(x))
+        axes = [torch.linspace(-1.0, 1.0, n, device=x.device, dtype=x.dtype) for n in x.shape[2:]]
+        coordinates = torch.stack(torch.meshgrid(*axes, indexing="ij")).expand(x.shape[0], -1, -1, -1, -1)
+        features = self.stages(self.stem(torch.cat([x, coordinates], dim=1)))
         return self.head(features.mean(dim=(2, 3, 4)))
