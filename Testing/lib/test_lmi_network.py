@@ -75,7 +75,7 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     config = copy.deepcopy(load_config())
     config["network"].update(width=4, blocks=3, convs_per_block=2)
     config["training"].update(epochs=6, batch_size=8, learning_rate=3e-3)
-    config["targets"] = {"lower": [0, 0, 0, 0, 0], "upper": [40, 8, 15, 15, 15]}
+    config["targets"] = {"lower": [0, 0, -4, -4, -4], "upper": [40, 8, 4, 4, 4]}
     scaling = target_scaling(config)
     val = dataset.load_split(tmp_path / "data", "val")
     torch.manual_seed(config["training"]["seed"])

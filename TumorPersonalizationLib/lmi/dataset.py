@@ -95,6 +95,39 @@ def targets_of(parameters: np.ndarray) -> np.ndarray:
     return np.column_stack([mu1, mu2, parameters[:, 3:6]]).astype(np.float32)
 
 
+def lesion_centres(labels: np.ndarray) -> np.ndarray:
+    """(n, ni, nj, nk) labels -> (n, 3) mean voxel index of the T1Gd voxels (of FLAIR where T1Gd is empty)."""
+    labels = np.asarray(labels)
+    grids = np.indices(labels.shape[1:], dtype=np.float64).reshape(3, -1)
+    centres = np.empty((len(labels), 3))
+    for n, case in enumerate(labels.reshape(len(labels), -1)):
+        core = case == 2
+        if not core.any():
+            core = case > 0
+        if not core.any():
+            raise InputError("a case has empty T1Gd and FLAIR masks: nothing to infer from")
+        centres[n] = grids[:, core].mean(axis=1)
+    return centres
+
+
+def relative_targets(targets: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Natural targets with the seed as an offset (voxels) from the lesion centre: what the network predicts.
+
+    The seed lies close to the enhancing core's centre; learning the offset is a much easier, translation-
+    invariant task than learning the absolute position through global pooling.
+    """
+    out = np.array(targets, dtype=np.float32, copy=True)
+    out[:, 2:5] -= centres
+    return out
+
+
+def absolute_targets(relative: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`relative_targets`."""
+    out = np.array(relative, dtype=np.float64, copy=True)
+    out[:, 2:5] += centres
+    return out
+
+
 def shard_rng(config: dict, split: str, index: int) -> np.random.Generator:
     if split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")

@@ -39,7 +39,8 @@ def from_time_independent(mu1_mm, mu2, front_speed_mm_per_day: float = FRONT_SPE
 
 @dataclass(frozen=True)
 class TargetScaling:
-    """Linear map of the network targets (mu1 mm, mu2, seed i, j, k in network-grid voxels) to [-1, 1].
+    """Linear map of the network targets (mu1 mm, mu2, seed offset i, j, k from the lesion centre in network-grid
+    voxels) to [-1, 1].
 
     The bounds are those of the training distribution (set in the training config), so a prediction of -1/+1 is
     the edge of what the network has seen.
@@ -48,7 +49,7 @@ class TargetScaling:
     lower: tuple
     upper: tuple
 
-    NAMES = ("mu1", "mu2", "seed_i", "seed_j", "seed_k")
+    NAMES = ("mu1", "mu2", "seed_offset_i", "seed_offset_j", "seed_offset_k")
 
     def __post_init__(self):
         lo, hi = np.asarray(self.lower, float), np.asarray(self.upper, float)

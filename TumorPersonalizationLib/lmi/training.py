@@ -21,7 +21,7 @@ import torch
 from ..errors import Cancelled, InputError
 from ..files import atomic_path
 from .config import target_scaling
-from .dataset import labels_to_input, load_split
+from .dataset import labels_to_input, lesion_centres, load_split, relative_targets
 from .network import InverseNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -105,8 +105,9 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     scaling = target_scaling(config)
     train_data = load_split(data_dir, "train", limit=train_limit)
     val_data = load_split(data_dir, "val")
-    train_set = _Batches(train_data["labels"], scaling.scale(train_data["targets"]), dev)
-    val_set = _Batches(val_data["labels"], scaling.scale(val_data["targets"]), dev)
+    train_set, val_set = (_Batches(d["labels"], scaling.scale(relative_targets(d["targets"],
+                                                                               lesion_centres(d["labels"]))), dev)
+                          for d in (train_data, val_data))
     batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
     steps_per_epoch = len(train_set) // batch_size
     if steps_per_epoch == 0:
