@@ -54,10 +54,11 @@ def main(argv=None) -> int:
     for split in args.splits:
         n_shards = -(-int(config["dataset"]["cases"][split]) // size)
         todo += [(split, i) for i in range(n_shards) if not dataset.shard_path(args.out, split, i).exists()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    dataset.write_tissue(args.out, tissue.wm.array, tissue.gm.array)
     print(f"{len(todo)} shards of {size} cases to make in {args.out} with {args.workers} workers", flush=True)
     if not todo:
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
     start = time.perf_counter()

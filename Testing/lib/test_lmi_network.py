@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from TumorPersonalizationLib.errors import InputError
-from TumorPersonalizationLib.lmi import dataset
+from TumorPersonalizationLib.lmi import dataset, inputs
 from TumorPersonalizationLib.lmi.config import load_config, target_scaling
 from TumorPersonalizationLib.lmi.network import InverseNet
 from TumorPersonalizationLib.lmi.parameters import (FRONT_SPEED_MM_PER_DAY, from_time_independent,
@@ -47,11 +47,25 @@ def test_labels_encode_the_thesis_input():
 
 def test_network_output_shape_and_input_check():
     torch.manual_seed(0)
-    net = InverseNet(width=4, blocks=3, convs_per_block=2)
-    y = net(torch.rand(2, 1, 16, 16, 16))
+    net = InverseNet(in_channels=6, width=4, blocks=3, convs_per_block=2)
+    y = net(torch.rand(2, 6, 16, 16, 16))
     assert y.shape == (2, 5) and torch.all(torch.isfinite(y))
-    with pytest.raises(ValueError, match=r"\(B, 1, D, H, W\)"):
-        net(torch.rand(2, 16, 16, 16))
+    with pytest.raises(ValueError, match=r"\(B, 6, D, H, W\)"):
+        net(torch.rand(2, 1, 16, 16, 16))
+
+
+def test_input_crop_is_centred_on_the_core_and_carries_position():
+    labels = np.zeros((1, 20, 20, 20), np.uint8)
+    labels[0, 2:5, 2:5, 2:5] = 1
+    labels[0, 3, 3, 3] = 2  # the core's centre is voxel (3, 3, 3): the crop starts at 3 - 4 = -1
+    wm_gm = np.stack([np.full((20, 20, 20), 0.7), np.full((20, 20, 20), 0.2)]).astype(np.float32)
+    crops, origins, centres = inputs.crop_labels(labels, 8)
+    np.testing.assert_array_equal(origins, [[-1, -1, -1]])
+    x = inputs.assemble(crops, origins, wm_gm)
+    assert x.shape == (1, 6, 8, 8, 8)
+    assert x[0, 0, 4, 4, 4] == pytest.approx(0.999) and x[0, 0, 3, 3, 3] == pytest.approx(0.333)
+    assert x[0, 1, 0, 0, 0] == 0 and x[0, 1, 1, 1, 1] == pytest.approx(0.7)  # outside the grid is empty
+    np.testing.assert_allclose(x[0, 3, :, 0, 0], 2 * (np.arange(8) - 1) / 19 - 1)  # i position, -1 at voxel 0
 
 
 def _tiny_dataset(folder, n_cases=48):
@@ -68,19 +82,21 @@ def _tiny_dataset(folder, n_cases=48):
         shard = {"labels": np.array(labels), "targets": np.array(targets, np.float32),
                  "parameters": np.zeros((count, 8)), "drawn": np.int64(count)}
         dataset.write_shard(shard, dataset.shard_path(folder, split, 0))
+    dataset.write_tissue(folder, np.full((16,) * 3, 0.6, np.float32), np.full((16,) * 3, 0.3, np.float32))
 
 
 def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     _tiny_dataset(tmp_path / "data")
     config = copy.deepcopy(load_config())
     config["network"].update(width=4, blocks=3, convs_per_block=2)
+    config["input"]["crop_size"] = 12
     config["training"].update(epochs=6, batch_size=8, learning_rate=3e-3)
     config["targets"] = {"lower": [0, 0, -4, -4, -4], "upper": [40, 8, 4, 4, 4]}
     scaling = target_scaling(config)
     val = dataset.load_split(tmp_path / "data", "val")
     torch.manual_seed(config["training"]["seed"])
-    before, _ = evaluate(InverseNet.from_config(config), _Batches(val["labels"], scaling.scale(val["targets"]),
-                                                                  torch.device("cpu")), 8)
+    batches = _Batches(val, dataset.load_tissue(tmp_path / "data"), scaling, 12, torch.device("cpu"))
+    before, _ = evaluate(InverseNet.from_config(config), batches, 8)
     # Interrupt after the first step (time budget 0), then resume to the end.
     first = train(config, tmp_path / "data", tmp_path / "run", max_minutes=0.0, log=lambda *_: None)
     assert not first["finished"] and first["step"] == 1

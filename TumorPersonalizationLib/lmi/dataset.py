@@ -17,6 +17,9 @@ Storage is a folder of shards ``{split}_{index:05d}.npz``, each holding ``shard_
     parameters  float64 (n, 8)          PARAMETER_NAMES
     drawn       int                     parameter sets drawn to fill the shard (accepted + discarded)
 
+The folder also holds ``tissue.npz``: the WM and GM maps (float32, (2, ni, nj, nk)) the cases grew in, which
+the network receives as input channels; training reads them from there and needs no imaging library.
+
 A shard's random stream depends only on (config seed, split, shard index), so shards can be made in any order, by
 any number of processes, and a run that was interrupted resumes by making the shards that are missing.
 """
@@ -169,6 +172,27 @@ def write_shard(shard: dict, path) -> Path:
     with atomic_path(path, ".npz") as tmp:
         np.savez_compressed(tmp, **shard)
     return Path(path)
+
+
+TISSUE_NAME = "tissue.npz"
+
+
+def write_tissue(folder, wm: np.ndarray, gm: np.ndarray) -> Path:
+    """Store the network-grid WM/GM maps next to the shards (atomically)."""
+    path = Path(folder) / TISSUE_NAME
+    with atomic_path(path, ".npz") as tmp:
+        np.savez_compressed(tmp, wm_gm=np.stack([wm, gm]).astype(np.float32))
+    return path
+
+
+def load_tissue(folder) -> np.ndarray:
+    """(2, ni, nj, nk) float32 WM/GM maps stored by :func:`write_tissue`."""
+    path = Path(folder) / TISSUE_NAME
+    try:
+        with np.load(path) as data:
+            return data["wm_gm"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise InputError(f"dataset tissue {path}: cannot read it ({error}); Scripts/lmi_make_dataset.py writes it")
 
 
 def load_split(folder, split: str, limit: int | None = None) -> dict:

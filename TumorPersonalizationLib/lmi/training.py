@@ -21,7 +21,8 @@ import torch
 from ..errors import Cancelled, InputError
 from ..files import atomic_path
 from .config import target_scaling
-from .dataset import labels_to_input, lesion_centres, load_split, relative_targets
+from .dataset import load_split, load_tissue, relative_targets
+from .inputs import assemble, crop_labels
 from .network import InverseNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -30,19 +31,20 @@ LOG_NAME = "training_log.jsonl"
 
 
 class _Batches:
-    """Uint8 labels and scaled targets held on ``device``; yields float inputs batch by batch."""
+    """Cases as lesion-centred label crops and scaled targets; assembles the network input batch by batch."""
 
-    def __init__(self, labels: np.ndarray, scaled_targets: np.ndarray, device: torch.device):
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).to(device)
-        self.targets = torch.from_numpy(scaled_targets).to(device)
-        self.lookup = torch.from_numpy(labels_to_input(np.arange(3, dtype=np.uint8))).to(device)
+    def __init__(self, data: dict, tissue_wm_gm: np.ndarray, scaling, crop_size: int, device: torch.device):
+        self.crops, self.origins, centres = crop_labels(data["labels"], crop_size)
+        self.targets = torch.from_numpy(scaling.scale(relative_targets(data["targets"], centres))).to(device)
+        self.tissue = tissue_wm_gm
+        self.device = device
 
     def __len__(self):
         return len(self.targets)
 
-    def get(self, index: torch.Tensor):
-        x = self.lookup[self.labels[index].long()].unsqueeze(1)
-        return x, self.targets[index]
+    def get(self, index: np.ndarray):
+        x = assemble(self.crops[index], self.origins[index], self.tissue)
+        return torch.from_numpy(x).to(self.device), self.targets[torch.as_tensor(index, device=self.device)]
 
 
 def _learning_rate(cfg: dict, step: int, total: int) -> float:
@@ -61,7 +63,7 @@ def evaluate(model: InverseNet, batches: _Batches, batch_size: int) -> tuple[flo
     errors = []
     with torch.no_grad():
         for start in range(0, len(batches), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(batches)), device=batches.targets.device)
+            index = np.arange(start, min(start + batch_size, len(batches)))
             x, y = batches.get(index)
             errors.append((model(x) - y).float().cpu().numpy())
     model.train()
@@ -78,7 +80,7 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     config : dict
         The LMI config (``network``, ``training``, ``targets`` sections).
     data_dir : path
-        Dataset folder with ``train_*.npz`` and ``val_*.npz`` shards.
+        Dataset folder with ``train_*.npz`` and ``val_*.npz`` shards and ``tissue.npz``.
     out_dir : path
         Receives ``checkpoint.pt``, ``training_log.jsonl`` and, once every epoch is done, ``inverse_net.pt``
         (state dict, config and a summary; load with ``torch.load(weights_only=True)``).
@@ -105,9 +107,9 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     scaling = target_scaling(config)
     train_data = load_split(data_dir, "train", limit=train_limit)
     val_data = load_split(data_dir, "val")
-    train_set, val_set = (_Batches(d["labels"], scaling.scale(relative_targets(d["targets"],
-                                                                               lesion_centres(d["labels"]))), dev)
-                          for d in (train_data, val_data))
+    tissue = load_tissue(data_dir)
+    crop_size = int(config["input"]["crop_size"])
+    train_set, val_set = (_Batches(d, tissue, scaling, crop_size, dev) for d in (train_data, val_data))
     batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
     steps_per_epoch = len(train_set) // batch_size
     if steps_per_epoch == 0:
@@ -140,8 +142,7 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     val_mse = float("nan")
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
-        order = torch.from_numpy(np.random.default_rng([int(cfg["seed"]), epoch]).permutation(len(train_set)))
-        order = order.to(dev)
+        order = np.random.default_rng([int(cfg["seed"]), epoch]).permutation(len(train_set))
         for position in range(position, steps_per_epoch):
             for group in optimiser.param_groups:
                 group["lr"] = _learning_rate(cfg, step, total_steps)
