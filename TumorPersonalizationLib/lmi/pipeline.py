@@ -1,0 +1,176 @@
+"""Learn-Morph-Infer for one patient: register, warp the masks, predict, (refine,) simulate in the atlas, warp back.
+
+Stages (each timed in the report):
+
+1. ``registration``: the patient T1 to the atlas (affine + demons, tumor masked; :mod:`..registration`).
+2. ``warp_to_atlas``: T1Gd and FLAIR to the atlas grid, then onto the network grid (anti-aliased, >= 0.5).
+3. ``network``: the inverse network predicts mu1, mu2 and the seed from the lesion-centred crop.
+4. ``refinement`` (optional): Nelder-Mead on the network grid (:mod:`.refinement`).
+5. ``simulation``: (mu1, mu2) -> (Dw, rho, T) at the fixed front speed; one run at the atlas' full resolution.
+6. ``warp_to_patient``: the density (linear) and the atlas tissue maps back to the patient grid.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..errors import InputError
+from ..imaging.atlas import load_atlas
+from ..imaging.io import resample_smooth
+from ..imaging.tissue import TissueMaps
+from ..imaging.volume import Volume, require_same_grid
+from ..inference.likelihood import Observation
+from ..models.fisher_kolmogorov import Domain
+from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
+from ..registration import RegistrationSettings, register_to_atlas
+from .config import lmi_dir, network_geometry, network_tissue, target_scaling
+from .dataset import encode_labels
+from .inputs import assemble, crop_labels
+from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
+from .refinement import mask_fit, refine
+from .training import WEIGHTS_NAME, load_network
+
+DEFAULT_REFINE_EVALUATIONS = 100
+
+
+def default_weights() -> Path:
+    return lmi_dir() / WEIGHTS_NAME
+
+
+def _to_network_grid(mask_in_atlas: Volume, geometry) -> np.ndarray:
+    """A 0/1 mask on the atlas grid -> bool on the (coarser) network grid: anti-aliased fraction >= 0.5."""
+    return resample_smooth(mask_in_atlas.like(mask_in_atlas.array.astype(np.float32)), geometry).array >= 0.5
+
+
+def predict(model, config: dict, t1gd: np.ndarray, flair: np.ndarray, tissue_wm_gm: np.ndarray) -> dict:
+    """Network estimate from masks on the network grid: mu1 (mm), mu2, seed (continuous network-grid index)."""
+    labels = encode_labels(t1gd, flair)[None]
+    crops, origins, centres = crop_labels(labels, int(config["input"]["crop_size"]))
+    x = torch.from_numpy(assemble(crops, origins, tissue_wm_gm))
+    with torch.no_grad():
+        scaled = model(x).numpy()
+    natural = target_scaling(config).unscale(scaled)[0]
+    return {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": (natural[2:5] + centres[0]).tolist()}
+
+
+def _nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
+    """The seed itself if its voxel lies in the WM/GM domain, else the centre of the nearest domain voxel."""
+    nearest = tuple(np.clip(np.rint(index).astype(int), 0, np.asarray(domain_mask.shape) - 1))
+    if domain_mask[nearest]:
+        return np.asarray(index, dtype=float)
+    _, (i, j, k) = ndimage.distance_transform_edt(~domain_mask, return_indices=True)
+    return np.array([i[nearest], j[nearest], k[nearest]], dtype=float)
+
+
+def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool = False,
+                    refine_evaluations: int = DEFAULT_REFINE_EVALUATIONS, skull_stripped: bool | None = None,
+                    weights=None, registration_settings: RegistrationSettings = RegistrationSettings(),
+                    progress=None) -> tuple[Personalization, TissueMaps, Observation]:
+    """Personalize the Fisher-Kolmogorov model to one patient with Learn-Morph-Infer.
+
+    Parameters
+    ----------
+    t1 : Volume
+        The patient's T1 (or T1Gd), whole-head or skull-stripped, any grid.
+    t1gd, flair : Volume
+        Binary segmentations on the grid of ``t1`` (FLAIR contains the T1Gd lesion; the union is used).
+    refine_fit : bool
+        Run the Nelder-Mead refinement (``refine_evaluations`` simulations on the network grid).
+    weights : path, optional
+        Trained network (default ``Resources/LMI/inverse_net.pt``).
+    progress : callable(fraction, message) or None
+        Called between and within stages; may raise Cancelled.
+
+    Returns
+    -------
+    (Personalization, TissueMaps, Observation)
+        The result on the patient grid, the atlas tissue maps warped to the patient (for plans and figures, with
+        the patient T1 as background), and the validated masks.
+    """
+    report_progress = progress or (lambda fraction, message: None)
+    observation = Observation.from_volumes(t1gd, flair, None, t1.geometry, grid_name=f"the T1 image")
+    timings = {}
+    clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    weights = Path(weights) if weights is not None else default_weights()
+    if not weights.is_file():
+        raise InputError(f"LMI weights {weights} not found (train them with Scripts/lmi_train.py)")
+    model, config = load_network(weights)
+    atlas = load_atlas()
+
+    report_progress(0.0, "registering the T1 to the atlas")
+    registration = register_to_atlas(
+        t1, tumor_mask=observation.flair, skull_stripped=skull_stripped, settings=registration_settings,
+        progress=lambda f, m: report_progress(0.35 * f, m))
+    lap("registration")
+
+    report_progress(0.35, "warping the segmentations to the atlas")
+    net_geometry = network_geometry(atlas, config)
+    t1gd_atlas = registration.to_atlas(observation.t1gd, "nearest")
+    flair_atlas = registration.to_atlas(observation.flair, "nearest")
+    t1gd_net, flair_net = _to_network_grid(t1gd_atlas, net_geometry), _to_network_grid(flair_atlas, net_geometry)
+    if not t1gd_net.any():
+        raise InputError("the T1Gd lesion vanished when warped to the atlas (is it smaller than the 3 mm grid, or "
+                         "outside the registered brain?)")
+    lap("warp_to_atlas")
+
+    report_progress(0.4, "predicting the growth parameters")
+    tissue_net = network_tissue(config)
+    wm_gm = np.stack([tissue_net.wm.array, tissue_net.gm.array])
+    estimate = predict(model, config, t1gd_net, flair_net | t1gd_net, wm_gm)
+    net_domain = Domain(tissue_net.wm.array, tissue_net.gm.array, net_geometry.spacing_mm)
+    estimate["seed_index"] = _nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
+    lap("network")
+
+    refinement = None
+    if refine_fit:
+        report_progress(0.45, "refining the fit")
+        refinement = refine(net_domain, t1gd_net, flair_net, estimate["mu1"], estimate["mu2"],
+                            estimate["seed_index"], max_evaluations=refine_evaluations,
+                            progress=lambda f: report_progress(0.45 + 0.35 * f, "refining the fit"))
+        final = {k: refinement[k] for k in ("mu1", "mu2", "seed_index")}
+        lap("refinement")
+    else:
+        final = estimate
+
+    report_progress(0.8, "simulating in the atlas")
+    dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))
+    seed_ras = net_geometry.index_to_ras(final["seed_index"])
+    atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
+    seed_atlas = _nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(seed_ras))
+    density_atlas = atlas.wm.like(atlas_domain.simulate(dw, rho, days, seed_atlas))
+    fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net | t1gd_net)
+    lap("simulation")
+
+    report_progress(0.9, "warping the density back to the patient")
+    density = registration.to_patient(density_atlas, "linear")
+    density = density.like(np.clip(density.array, 0.0, 1.0).astype(np.float32))
+    tissue = TissueMaps(*(registration.to_patient(v, "linear") for v in (atlas.wm, atlas.gm, atlas.csf)),
+                        background=t1.like(t1.array.astype(np.float32)), source="bundled atlas warped to the patient")
+    lap("warp_to_patient")
+    report_progress(1.0, "done")
+
+    parameters = {"mu1": {"value": final["mu1"], "unit": "mm"}, "mu2": {"value": final["mu2"], "unit": "-"},
+                  "Dw": {"value": dw, "unit": "mm^2/day"}, "rho": {"value": rho, "unit": "1/day"},
+                  "T": {"value": days, "unit": "days"},
+                  "v": {"value": FRONT_SPEED_MM_PER_DAY, "unit": "mm/day", "note": "fixed (200 mm/year)"},
+                  "seed_atlas_ras_mm": {"value": np.round(seed_ras, 2).tolist(), "unit": "mm (RAS, atlas)"},
+                  "uc_T1Gd": {"value": fit.uc_t1gd, "unit": "density", "note": "best fit, not predicted"},
+                  "uc_FLAIR": {"value": fit.uc_flair, "unit": "density", "note": "best fit, not predicted"}}
+    report = {"method": "lmi", "parameters": parameters, "network_estimate": estimate, "refinement": refinement,
+              "fit_in_atlas": vars(fit), "timings_s": timings, "total_s": round(sum(timings.values()), 3),
+              "registration": registration.report, "weights": str(weights),
+              "notes": [IDENTIFIABILITY_NOTE, SEED_NOTE,
+                        "Dw, rho and T follow from mu1, mu2 at the fixed front speed v; any v gives the same density."]}
+    result = Personalization(method="lmi", density=density, parameters=parameters, report=report, timings=timings)
+    return result, tissue, observation
