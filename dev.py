@@ -32,7 +32,7 @@ def ensure_environment() -> None:
         print(f"creating virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing dependencies (pinned in pyproject.toml)", flush=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "-qq", "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-qq", "-e", f"{ROOT}[test,slicer-test]"], check=True)
     STAMP.write_text(wanted + "\n")
 
 

@@ -35,6 +35,34 @@ class ProgressBar:
         self._bar.close()
 
 
+class JsonProgress:
+    """Progress as JSON lines on stderr, ``{"progress": 0.42, "message": "..."}``, for programs that run the CLI.
+
+    The Slicer module reads these lines from its subprocess. A line is printed only when the fraction has moved by
+    at least 0.001, so a fast callback does not flood the pipe.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        self._last = -1.0
+
+    def __call__(self, fraction: float) -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if fraction - self._last >= 0.001 or (fraction == 1.0 and self._last < 1.0):
+            self._last = fraction
+            print(json.dumps({"progress": round(fraction, 4), "message": self.message}), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_for(args, message: str):
+    """The progress callback a command's options ask for: JSON lines, a bar, or a silent bar (--quiet)."""
+    if getattr(args, "progress_json", False):
+        return JsonProgress(message)
+    return ProgressBar(message, enabled=not args.quiet)
+
+
 def _number(text: str, allow_zero: bool) -> float:
     try:
         value = float(text)
@@ -212,11 +240,21 @@ def _add_personalize(sub) -> None:
                        description="Infer the tumor cell density (and model parameters) from T1Gd and FLAIR "
                                    "segmentations (and FET-PET), then write the density, its uncertainty, the "
                                    "radiotherapy plans, a report and figures to --out.")
-    p.add_argument("--method", choices=["tmcmc"], default="tmcmc",
-                   help="tmcmc: Bayesian calibration with Transitional MCMC (thesis ch. 5)")
-    p.add_argument("--t1gd", type=Path, required=True, help="T1Gd tumor segmentation (binary, tissue-map grid)")
+    p.add_argument("--method", choices=["tmcmc", "lmi"], default="tmcmc",
+                   help="tmcmc: Bayesian calibration with Transitional MCMC (thesis ch. 5), on the tissue maps' grid; "
+                        "lmi: Learn-Morph-Infer (thesis ch. 7): registers --t1 to the atlas, about a minute")
+    p.add_argument("--t1gd", type=Path, required=True,
+                   help="T1Gd tumor segmentation (binary; grid of --t1 for lmi, of the tissue maps for tmcmc)")
     p.add_argument("--flair", type=Path, required=True, help="FLAIR tumor segmentation (binary, contains T1Gd)")
-    p.add_argument("--pet", type=Path, help="FET-PET uptake image (non-negative), same grid")
+    p.add_argument("--pet", type=Path, help="FET-PET uptake image (non-negative), same grid (tmcmc)")
+    lmi = p.add_argument_group("Learn-Morph-Infer (--method lmi)")
+    lmi.add_argument("--t1", type=Path, help="the patient's T1 or T1Gd image (whole-head or skull-stripped)")
+    lmi.add_argument("--refine", action="store_true",
+                     help="refine the network's estimate with a short Nelder-Mead search (about 100 simulations)")
+    lmi.add_argument("--refine-evaluations", type=int, default=100, help="simulations allowed in --refine")
+    lmi.add_argument("--skull-stripped", choices=["auto", "yes", "no"], default="auto",
+                     help="is --t1 skull-stripped? (auto: decided from the image's foreground volume)")
+    lmi.add_argument("--weights", type=Path, help="trained network (default Resources/LMI/inverse_net.pt)")
     _add_tissue_options(p)
     p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
     p.add_argument("--samples", type=int, default=2048, help="TMCMC samples per stage (default 2048)")
@@ -229,13 +267,46 @@ def _add_personalize(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (results are reproducible)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--progress-json", action="store_true",
+                   help='progress as JSON lines on stderr, {"progress": 0.42, "message": "..."} (for the Slicer module)')
     p.set_defaults(run=_run_personalize)
 
 
 FAST_SAMPLES = 320
 
 
+def _run_personalize_lmi(args) -> int:
+    from .imaging.io import read_volume
+    from .lmi.pipeline import personalize_lmi
+    from .personalize import OUTPUT_NAMES, write_outputs
+
+    if args.t1 is None:
+        raise InputError("--method lmi needs --t1 (the patient's T1 image, to register to the atlas)")
+    for option in ("wm", "gm", "csf", "pet"):
+        if getattr(args, option) is not None:
+            raise InputError(f"--{option} is not used by --method lmi (it uses the bundled atlas and the masks)")
+    if args.refine_evaluations < 6:
+        raise InputError(f"--refine-evaluations must be at least 6, got {args.refine_evaluations}")
+    _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES], [args.t1, args.t1gd, args.flair])
+    t1 = read_volume(args.t1, "--t1")
+    t1gd, flair = read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair")
+    bar = _progress_for(args, "personalizing (lmi)")
+    try:
+        result, tissue, observation = personalize_lmi(
+            t1, t1gd, flair, refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
+            skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
+            progress=lambda fraction, message: bar(fraction))
+    finally:
+        bar.close()
+    report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)
+    parameters = {k: v["value"] for k, v in report["parameters"].items()}
+    print(json.dumps({"out": str(args.out), "parameters": parameters, "timings_s": report["timings_s"]}, indent=2))
+    return 0
+
+
 def _run_personalize(args) -> int:
+    if args.method == "lmi":
+        return _run_personalize_lmi(args)
     from .imaging.io import read_volume
     from .imaging.tissue import load_tissue_maps
     from .inference.likelihood import Observation
@@ -250,7 +321,7 @@ def _run_personalize(args) -> int:
         read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair"),
         read_volume(args.pet, "--pet") if args.pet is not None else None, tissue.geometry,
         names=(f"--t1gd {args.t1gd}", f"--flair {args.flair}", f"--pet {args.pet}"))
-    bar = ProgressBar(f"personalizing ({args.method})", enabled=not args.quiet)
+    bar = _progress_for(args, f"personalizing ({args.method})")
     try:
         result = personalize_tmcmc(tissue, observation, n_samples=FAST_SAMPLES if args.fast else args.samples,
                                    seed=args.seed, workers=args.workers, dask_scheduler=args.dask_scheduler,

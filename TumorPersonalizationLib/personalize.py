@@ -6,7 +6,7 @@ intervals, a JSON-ready report); :func:`write_outputs` turns it into files:
     density.nii.gz        the density the method recommends (TMCMC: posterior-predictive mean)
     density_std.nii.gz    its voxel-wise standard deviation (methods that sample)
     density_map.nii.gz    the density of the maximum-a-posteriori parameters (methods that sample)
-    report.json           parameters, intervals, timings, settings, plans
+    report.json           parameters, intervals, timings, settings, plans (sampling methods: marginal histograms)
     overview.png          slices through the lesion with the density
     posterior.png         marginals and pairwise scatter of the posterior (methods that sample)
     ctv_*.nii.gz, plan.png, probability_c>=*.nii.gz    the radiotherapy plans
@@ -176,6 +176,32 @@ def personalize_tmcmc(tissue: TissueMaps, observation: Observation, *, n_samples
         samples=natural, sample_names=names, predictive_samples=predictive, timings=timings)
 
 
+def marginal_histograms(samples: np.ndarray, names, bins: int = 30) -> dict:
+    """Each parameter's marginal posterior as a normalised histogram (for plots in report readers, e.g. Slicer).
+
+    Parameters
+    ----------
+    samples : (n, p) array
+        Equally weighted samples in natural units.
+    names : sequence of p str
+
+    Returns
+    -------
+    dict
+        name -> {"centres": bin centres (parameter units), "density": probability density (1/unit), "unit": str}.
+    """
+    out = {}
+    for d, name in enumerate(names):
+        column = np.asarray(samples[:, d], dtype=np.float64)
+        low, high = float(column.min()), float(column.max())
+        if high <= low:  # a collapsed marginal: one bin of width 1e-9 relative, so the density stays finite
+            low, high = low - 1e-9 * max(abs(low), 1.0), high + 1e-9 * max(abs(high), 1.0)
+        density, edges = np.histogram(column, bins=bins, range=(low, high), density=True)
+        out[name] = {"centres": ((edges[:-1] + edges[1:]) / 2).tolist(), "density": density.tolist(),
+                     "unit": UNITS.get(name, "")}
+    return out
+
+
 def brain_mask_from_tissue(tissue: TissueMaps) -> Volume:
     """Voxels where WM + GM + CSF >= 0.5 (the tissue maps' brain)."""
     total = tissue.wm.array + tissue.gm.array + (tissue.csf.array if tissue.csf is not None else 0.0)
@@ -223,5 +249,6 @@ def write_outputs(result: Personalization, out_dir, tissue: TissueMaps, observat
                   centre, out / "plan.png", title="standard vs model plan")
     if result.samples is not None:
         posterior_corner(result.samples, result.sample_names, out / "posterior.png", truth=truth)
+        report["marginals"] = marginal_histograms(result.samples, result.sample_names)
     write_json(report, out / "report.json")
     return report

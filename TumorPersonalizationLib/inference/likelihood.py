@@ -84,7 +84,7 @@ class Observation:
 
     @classmethod
     def from_volumes(cls, t1gd: Volume, flair: Volume, pet: Volume | None, tissue_grid: Geometry,
-                     names=("--t1gd", "--flair", "--pet")) -> "Observation":
+                     names=("--t1gd", "--flair", "--pet"), grid_name: str = "the tissue maps") -> "Observation":
         """Check the inputs and normalise them.
 
         FLAIR must cover at least as many voxels as T1Gd (FLAIR shows the whole visible lesion); the union is used
@@ -92,8 +92,8 @@ class Observation:
         non-negative; it is divided by its maximum inside the FLAIR lesion so the lesion peaks at 1.
         """
         reference = Volume(np.zeros(tissue_grid.shape, np.uint8), tissue_grid)
-        require_same_grid(reference, "the tissue maps", t1gd, names[0])
-        require_same_grid(reference, "the tissue maps", flair, names[1])
+        require_same_grid(reference, grid_name, t1gd, names[0])
+        require_same_grid(reference, grid_name, flair, names[1])
         t1 = binary(t1gd.array, names[0], "a binary segmentation")
         fl = binary(flair.array, names[1], "a binary segmentation")
         if not t1.any():
@@ -105,7 +105,7 @@ class Observation:
         fl = fl | t1
         pet_volume = None
         if pet is not None:
-            require_same_grid(reference, "the tissue maps", pet, names[2])
+            require_same_grid(reference, grid_name, pet, names[2])
             values = pet.array.astype(np.float32)
             if not np.all(np.isfinite(values)):
                 raise InputError(f"{names[2]}: the PET image contains NaN or infinite values")

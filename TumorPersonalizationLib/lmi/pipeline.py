@@ -28,7 +28,7 @@ from ..models.fisher_kolmogorov import Domain
 from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
 from ..registration import RegistrationSettings, register_to_atlas
 from .config import lmi_dir, network_geometry, network_tissue, target_scaling
-from .dataset import encode_labels
+from .dataset import absolute_targets, encode_labels
 from .inputs import assemble, crop_labels
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
 from .refinement import mask_fit, refine
@@ -46,18 +46,25 @@ def _to_network_grid(mask_in_atlas: Volume, geometry) -> np.ndarray:
     return resample_smooth(mask_in_atlas.like(mask_in_atlas.array.astype(np.float32)), geometry).array >= 0.5
 
 
+def predict_labels(model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
+                   batch_size: int = 32) -> np.ndarray:
+    """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 5) mu1 (mm), mu2, seed (network-grid index)."""
+    crops, origins, centres = crop_labels(labels, int(config["input"]["crop_size"]))
+    scaled = []
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            part = slice(start, start + batch_size)
+            scaled.append(model(torch.from_numpy(assemble(crops[part], origins[part], tissue_wm_gm))).numpy())
+    return absolute_targets(target_scaling(config).unscale(np.concatenate(scaled)), centres)
+
+
 def predict(model, config: dict, t1gd: np.ndarray, flair: np.ndarray, tissue_wm_gm: np.ndarray) -> dict:
     """Network estimate from masks on the network grid: mu1 (mm), mu2, seed (continuous network-grid index)."""
-    labels = encode_labels(t1gd, flair)[None]
-    crops, origins, centres = crop_labels(labels, int(config["input"]["crop_size"]))
-    x = torch.from_numpy(assemble(crops, origins, tissue_wm_gm))
-    with torch.no_grad():
-        scaled = model(x).numpy()
-    natural = target_scaling(config).unscale(scaled)[0]
-    return {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": (natural[2:5] + centres[0]).tolist()}
+    natural = predict_labels(model, config, encode_labels(t1gd, flair)[None], tissue_wm_gm)[0]
+    return {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": natural[2:5].tolist()}
 
 
-def _nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
+def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
     """The seed itself if its voxel lies in the WM/GM domain, else the centre of the nearest domain voxel."""
     nearest = tuple(np.clip(np.rint(index).astype(int), 0, np.asarray(domain_mask.shape) - 1))
     if domain_mask[nearest]:
@@ -92,7 +99,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
         the patient T1 as background), and the validated masks.
     """
     report_progress = progress or (lambda fraction, message: None)
-    observation = Observation.from_volumes(t1gd, flair, None, t1.geometry, grid_name=f"the T1 image")
+    observation = Observation.from_volumes(t1gd, flair, None, t1.geometry, grid_name="the T1 image")
     timings = {}
     clock = time.perf_counter()
 
@@ -129,7 +136,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
     wm_gm = np.stack([tissue_net.wm.array, tissue_net.gm.array])
     estimate = predict(model, config, t1gd_net, flair_net | t1gd_net, wm_gm)
     net_domain = Domain(tissue_net.wm.array, tissue_net.gm.array, net_geometry.spacing_mm)
-    estimate["seed_index"] = _nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
+    estimate["seed_index"] = nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
     lap("network")
 
     refinement = None
@@ -147,7 +154,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
     dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))
     seed_ras = net_geometry.index_to_ras(final["seed_index"])
     atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
-    seed_atlas = _nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(seed_ras))
+    seed_atlas = nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(seed_ras))
     density_atlas = atlas.wm.like(atlas_domain.simulate(dw, rho, days, seed_atlas))
     fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net | t1gd_net)
     lap("simulation")

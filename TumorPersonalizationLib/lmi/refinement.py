@@ -4,8 +4,11 @@ The thesis proposes it as future work. Objective: 1 - (Dice_T1Gd + Dice_FLAIR) /
 the simulation thresholded at the visibility levels that fit best (searched on a grid over the thesis' ranges,
 c_T1Gd in [0.5, 0.85], c_FLAIR in [0.05, 0.5], since the network does not predict them). The Dice is "soft" (the
 simulated mask is a steep sigmoid of c - c_threshold, width ``softness``) so the objective varies continuously with
-the parameters and the simplex does not stall on plateaus. Search space: log mu1, log mu2 and the seed position
-(network-grid voxels); the simulation runs on the network grid, where one run takes ~0.1-0.3 s.
+the parameters and the simplex does not stall on plateaus. Search space: log(mu1 mu2), which sets the lesion's size
+(the front lies near 2 mu1 mu2 mm from the seed), log(mu1 / mu2), which sets how diffuse its edge is
+(sqrt(Dw / rho)), and the seed position (network-grid voxels). Along these axes the objective is closer to
+separable than along log mu1, log mu2, so the simplex needs fewer steps. The simulation runs on the network grid,
+where one run takes ~0.1-0.3 s.
 """
 from __future__ import annotations
 
@@ -52,9 +55,14 @@ def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, softness:
     return Fit(1.0 - 0.5 * (dice_t1 + dice_fl), dice_t1, dice_fl, uc_t1, uc_fl)
 
 
+def _mu(x: np.ndarray) -> tuple[float, float]:
+    """(log(mu1 mu2), log(mu1 / mu2), ...) -> (mu1, mu2)."""
+    return float(np.exp(0.5 * (x[0] + x[1]))), float(np.exp(0.5 * (x[0] - x[1])))
+
+
 def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, mu2: float, seed_index, *,
            max_evaluations: int = 100, progress=None) -> dict:
-    """Nelder-Mead over (log mu1, log mu2, seed) from the network's estimate.
+    """Nelder-Mead over (log(mu1 mu2), log(mu1 / mu2), seed) from the network's estimate.
 
     Parameters
     ----------
@@ -85,7 +93,7 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
         evaluations[0] += 1
         if progress is not None:
             progress(min(evaluations[0] / max_evaluations, 1.0))
-        mu1, mu2 = np.exp(x[:2])
+        mu1, mu2 = _mu(x)
         try:
             domain.check_seed(x[2:])
         except InputError:
@@ -95,8 +103,8 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
         fits[tuple(np.round(x, 12))] = fit
         return fit.objective
 
-    x0 = np.array([np.log(mu1_mm), np.log(mu2), *np.asarray(seed_index, dtype=float)])
-    steps = np.array([0.15, 0.1, 1.0, 1.0, 1.0])
+    x0 = np.array([np.log(mu1_mm * mu2), np.log(mu1_mm / mu2), *np.asarray(seed_index, dtype=float)])
+    steps = np.array([0.1, 0.2, 1.0, 1.0, 1.0])
     simplex = np.vstack([x0] + [x0 + np.eye(5)[d] * steps[d] for d in range(5)])
     start_fit_value = objective(x0)
     start_fit = fits.get(tuple(np.round(x0, 12)))
@@ -107,6 +115,7 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
                                "xatol": 0.05, "fatol": 1e-4})
     x = result.x if result.fun <= start_fit_value else x0
     end_fit = fits.get(tuple(np.round(x, 12)), start_fit)
-    return {"mu1": float(np.exp(x[0])), "mu2": float(np.exp(x[1])), "seed_index": x[2:].tolist(),
+    mu1, mu2 = _mu(x)
+    return {"mu1": float(mu1), "mu2": float(mu2), "seed_index": x[2:].tolist(),
             "start": vars(start_fit), "end": vars(end_fit), "evaluations": evaluations[0],
             "seconds": time.perf_counter() - start_time}

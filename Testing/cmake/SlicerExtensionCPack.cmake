@@ -1,0 +1,1 @@
+# Stub: packaging is Slicer's business.

@@ -1,0 +1,112 @@
+"""Learn-Morph-Infer end to end: the example patient (another anatomy than the atlas) on a coarser, flipped grid;
+refinement against a known truth; bad inputs."""
+import json
+
+import numpy as np
+import pytest
+
+from TumorPersonalizationLib.cli import main
+from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, resample, write_volume
+from TumorPersonalizationLib.imaging.io import resample_smooth
+from TumorPersonalizationLib.lmi.config import load_config, network_tissue
+from TumorPersonalizationLib.lmi.parameters import from_time_independent
+from TumorPersonalizationLib.lmi.refinement import mask_fit, refine
+from TumorPersonalizationLib.metrics import dice_at_levels
+from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
+from TumorPersonalizationLib.resources import resources_dir
+
+EXAMPLE = resources_dir() / "ExamplePatient"
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory):
+    """The example patient at 2 mm on a grid with the first axis flipped and an odd origin (a 'different scanner')."""
+    folder = tmp_path_factory.mktemp("patient")
+    t1 = read_volume(EXAMPLE / "t1.nii.gz")
+    g = t1.geometry
+    direction = g.direction_matrix @ np.diag([-1.0, 1.0, 1.0])
+    shape = np.ceil(np.asarray(g.shape) * np.asarray(g.spacing_mm) / 2.0).astype(int)
+    far_corner = g.index_to_ras([g.shape[0] - 1, 0, 0])
+    grid = Geometry(tuple(shape), (2.0, 2.0, 2.0), tuple(far_corner), tuple(direction.ravel()))
+    paths = {"t1": write_volume(resample_smooth(t1, grid), folder / "t1.nii.gz")}
+    for name in ("t1gd", "flair"):
+        mask = read_volume(EXAMPLE / f"{name}.nii.gz")
+        fraction = resample_smooth(mask.like(mask.array.astype(np.float32)), grid)
+        paths[name] = write_volume(fraction.like((fraction.array >= 0.5).astype(np.uint8)), folder / f"{name}.nii.gz")
+    truth = read_volume(EXAMPLE / "density_truth.nii.gz")
+    paths["truth"] = write_volume(resample(truth.like(truth.array / np.float32(255)), grid), folder / "truth.nii.gz")
+    return paths
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def lmi_args(paths, out):
+    return ["personalize", "--method", "lmi", "--t1", paths["t1"], "--t1gd", paths["t1gd"], "--flair",
+            paths["flair"], "--out", out, "--quiet"]
+
+
+def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, patient, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = run(lmi_args(patient, out), capsys)
+    assert code == 0, stderr
+    t1 = read_volume(patient["t1"])
+    density = read_volume(out / "density.nii.gz")
+    assert density.geometry.is_close(t1.geometry)
+    for name in ("ctv_standard.nii.gz", "ctv_model.nii.gz"):
+        assert read_volume(out / name).geometry.is_close(t1.geometry)
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["timings_s"]) == {"registration", "warp_to_atlas", "network", "simulation", "warp_to_patient"}
+    assert report["parameters"]["mu1"]["value"] > 0 and report["registration"]["skull_stripped"]
+    # The tumor was grown in SRI24's own tissue maps with known parameters: the LMI density must find it.
+    dice = dice_at_levels(density, read_volume(patient["truth"]), (0.1, 0.5))
+    assert dice["0.1"] >= 0.6 and dice["0.5"] >= 0.5, dice
+    assert (out / "overview.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_refinement_moves_a_perturbed_estimate_towards_the_truth():
+    config = load_config()
+    tissue = network_tissue(config)
+    domain = Domain(tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
+    seed = np.array([40.0, 30.0, 40.0])
+    assert domain.inside[tuple(seed.astype(int))]
+    mu1, mu2 = 8.0, 3.5
+    truth = domain.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), seed)
+    t1gd, flair = truth >= 0.7, truth >= 0.2
+    assert mask_fit(truth, t1gd, flair).objective < 0.08  # the truth itself fits (soft Dice close to 1)
+    start = (mu1 * 1.3, mu2 * 0.8, seed + [2.0, -2.0, 1.0])
+    result = refine(domain, t1gd, flair, *start, max_evaluations=40)
+    assert result["evaluations"] <= 40
+    assert result["end"]["objective"] < 0.7 * result["start"]["objective"], result
+
+    def density_error(m1, m2, s):
+        return np.abs(domain.simulate(*(float(v) for v in from_time_independent(m1, m2)), s) - truth).mean()
+
+    # Judged against the true density, not the objective the search optimised.
+    assert density_error(result["mu1"], result["mu2"], result["seed_index"]) < 0.7 * density_error(*start)
+
+
+def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
+    t1 = read_volume(patient["t1"])
+    shifted = Volume(read_volume(patient["t1gd"]).array, Geometry(t1.shape, t1.spacing_mm,
+                                                                  np.add(t1.geometry.origin_ras_mm, 5.0),
+                                                                  t1.geometry.direction_ras))
+    bad = dict(patient, t1gd=write_volume(shifted, tmp_path / "shifted.nii.gz"))
+    code, _, err = run(lmi_args(bad, tmp_path / "o1"), capsys)
+    assert code == 2 and "--t1gd" in err and "grid" in err
+
+    empty = dict(patient, t1gd=write_volume(t1.like(np.zeros(t1.shape, np.uint8)), tmp_path / "empty.nii.gz"))
+    code, _, err = run(lmi_args(empty, tmp_path / "o2"), capsys)
+    assert code == 2 and "empty" in err
+
+    noise = np.random.default_rng(0).uniform(0, 255, t1.shape).astype(np.float32)
+    not_brain = dict(patient, t1=write_volume(t1.like(noise), tmp_path / "noise.nii.gz"))
+    code, _, err = run(lmi_args(not_brain, tmp_path / "o3"), capsys)
+    assert code == 2 and "registration" in err.lower(), err
+
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--wm", patient["t1"]], capsys)
+    assert code == 2 and "--wm" in err
+    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))

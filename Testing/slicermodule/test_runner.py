@@ -1,0 +1,98 @@
+"""The module's subprocess runner and dependency pins: plain Python, no Slicer needed."""
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import slicer_fixtures  # noqa: F401 (puts the module's folder on sys.path)
+
+from TumorPersonalizationLib.cli import JsonProgress
+from TumorPersonalizationModuleLib import dependencies, runner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_json_progress_lines_parse_and_are_throttled(capsys):
+    progress = JsonProgress("personalizing (tmcmc)")
+    for fraction in [0.0, 0.0001, 0.0002, 0.25, 0.2500001, 0.5, 1.0, 1.0]:
+        progress(fraction)
+    lines = capsys.readouterr().err.splitlines()
+    parsed = [runner.parseProgressLine(line) for line in lines]
+    assert parsed == [(0.0, "personalizing (tmcmc)"), (0.25, "personalizing (tmcmc)"),
+                      (0.5, "personalizing (tmcmc)"), (1.0, "personalizing (tmcmc)")]
+    assert all(json.loads(line).keys() == {"progress", "message"} for line in lines)
+    assert runner.parseProgressLine("error: something") is None
+    assert runner.parseProgressLine('{"progress": "x"}') is None
+
+
+def test_methods_are_listed_and_lmi_waits_for_the_cli():
+    assert [m.label for m in runner.METHODS.values()] == [
+        "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)"]
+    capabilities = runner.cliCapabilities()
+    assert "tmcmc" in capabilities.methods and "--progress-json" in capabilities.flags
+    assert capabilities.unavailableReason(runner.METHODS["tmcmc"]) is None
+    without_lmi = runner.CliCapabilities(("tmcmc",), capabilities.flags)
+    reason = without_lmi.unavailableReason(runner.METHODS["lmiRefine"])
+    assert "not available" in reason and "TMCMC (Bayesian)" in reason
+    with pytest.raises(ValueError, match="not available"):
+        runner.buildCommand(runner.METHODS["lmi"], {"--t1gd": "a", "--flair": "b"}, "out",
+                            capabilities=without_lmi)
+
+
+def test_command_for_each_method():
+    files = {"--t1": "t1.nii.gz", "--t1gd": "t1gd.nii.gz", "--flair": "flair.nii.gz", "--pet": "pet.nii.gz",
+             "--wm": "wm.nii.gz", "--gm": "gm.nii.gz"}
+    # A CLI that has learned --method lmi (as the Learn-Morph-Infer work will add) needs no module change.
+    future = runner.CliCapabilities(("tmcmc", "lmi"), frozenset(
+        runner.cliCapabilities().flags | {"--t1", "--refine"}))
+    lmi = runner.buildCommand(runner.METHODS["lmiRefine"], files, "out", capabilities=future, python="py")
+    assert lmi[:4] == ["py", "-m", "TumorPersonalizationLib", "personalize"]
+    assert lmi[lmi.index("--method") + 1] == "lmi" and "--refine" in lmi and "--t1" in lmi
+    assert "--wm" not in lmi and "--pet" not in lmi and "--samples" not in lmi
+    tmcmc = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=future, samples=64,
+                                workers=2, marginMm=12.5, randomSeed=3, python="py")
+    for flag, value in (("--samples", "64"), ("--workers", "2"), ("--margin-mm", "12.5"), ("--seed", "3"),
+                        ("--wm", "wm.nii.gz"), ("--pet", "pet.nii.gz"), ("--out", "out")):
+        assert tmcmc[tmcmc.index(flag) + 1] == value
+    assert "--t1" not in tmcmc and "--progress-json" in tmcmc
+    fast = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=future, fast=True, python="py")
+    assert "--fast" in fast and "--samples" not in fast and "--workers" not in fast
+
+
+def _job(code):
+    return runner.CliJob([sys.executable, "-c", code])
+
+
+def test_job_reads_progress_and_the_error_line():
+    job = _job("import sys, json\n"
+               "print(json.dumps({'progress': 0.5, 'message': 'half'}), file=sys.stderr, flush=True)\n"
+               "print('some warning', file=sys.stderr)\n"
+               "print('error: --t1gd /tmp/x.nii.gz: the T1Gd segmentation is empty', file=sys.stderr)\n"
+               "sys.exit(2)")
+    assert job.wait(timeoutS=30)
+    assert (job.progress, job.message, job.returncode, job.succeeded) == (0.5, "half", 2, False)
+    assert job.errorMessage() == "--t1gd /tmp/x.nii.gz: the T1Gd segmentation is empty"
+    crashed = _job("raise SystemExit('boom')")
+    assert crashed.wait(timeoutS=30) and "exit code 1" in crashed.errorMessage() and "boom" in crashed.errorMessage()
+
+
+def test_job_cancel_stops_a_busy_process():
+    job = _job("import time\nwhile True: time.sleep(0.05)")
+    assert not job.wait(timeoutS=0.3)
+    job.cancel()
+    assert job.finished and job.cancelled and job.errorMessage() == "cancelled"
+
+
+def test_requirements_txt_has_the_pyproject_pins():
+    """Slicer installs Resources/requirements.txt; it must pin what pyproject.toml pins (the one source)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {name.lower(): version for name, version in (d.split("==") for d in project)}
+    listed = dependencies.readPins()
+    header = dependencies.REQUIREMENTS.read_text()
+    for name, version in pins.items():
+        if name in listed:
+            assert listed[name] == version, name
+        else:  # left to Slicer or to the PyTorch extension, and said so in the file
+            assert f" {name}" in header.lower() and "provided-by" in header, name
+    assert set(listed) <= set(pins)
