@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set up (or reuse) the local virtual environment .venv and run the demo or the test suite.
 
-    python3 dev.py demo    simulate a tumor in the bundled atlas: output/density.nii.gz and output/overview.png
+    python3 dev.py demo    personalize the example patient with Learn-Morph-Infer: output/example_lmi/ (density,
+                           plans, report.json, overview.png)
     python3 dev.py test    run every test (extra arguments go to pytest)
 
 Needs only Python 3.11 and pip. The environment is rebuilt when pyproject.toml changes.
@@ -20,8 +21,9 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".tumorpersonalization-installed"
 
-DEMO = ["-m", "TumorPersonalizationLib", "simulate", "--dw", "0.5", "--rho", "0.05", "--days", "200",
-        "--seed-mm", "-25", "-10", "20", "--out", "output/density.nii.gz", "--png", "output/overview.png"]
+EXAMPLE = "Resources/ExamplePatient"
+DEMO = ["-m", "TumorPersonalizationLib", "personalize", "--method", "lmi", "--t1", f"{EXAMPLE}/t1.nii.gz",
+        "--t1gd", f"{EXAMPLE}/t1gd.nii.gz", "--flair", f"{EXAMPLE}/flair.nii.gz", "--out", "output/example_lmi"]
 
 
 def ensure_environment() -> None:

@@ -2,6 +2,11 @@
 """Render an axial slice the way the module shows results: T1, density overlay, CTV outlines (no GPU, no window).
 
     .venv/bin/python Scripts/make_screenshot.py [--out Resources/Screenshots/overview.png]
+    .venv/bin/python Scripts/make_screenshot.py --result output/example_lmi \
+        --out Resources/Screenshots/example_patient_lmi.png
+
+With ``--result``, the picture shows the example patient (Resources/ExamplePatient) with a personalization the CLI
+wrote to that folder (``python3 dev.py demo`` writes output/example_lmi), through the slice with the T1Gd centre.
 
 Runs on slicer-core (``trame-slicer[standalone]``) with the test stand-in for the application. The picture comes
 from Slicer's own slice pipeline (vtkMRMLSliceLogic: reslice, colour map, threshold transparency, label outlines,
@@ -45,7 +50,21 @@ def make_case_files(folder: Path):
     return tissue, core
 
 
-def render(out: Path) -> Path:
+def example_case_files(result_dir: Path):
+    """The example patient's T1 and T1Gd core, and the centre of the core (RAS mm), for a CLI result folder."""
+    import numpy as np
+
+    from TumorPersonalizationLib.imaging.io import read_volume
+
+    example = ROOT / "Resources" / "ExamplePatient"
+    t1 = read_volume(example / "t1.nii.gz")
+    core = read_volume(example / "t1gd.nii.gz")
+    t1 = t1.like(t1.array.astype(np.float32) / np.float32(255))
+    centre = core.geometry.index_to_ras(np.argwhere(core.array > 0).mean(axis=0))
+    return t1, core.like(core.array > 0), tuple(centre)
+
+
+def render(out: Path, result_dir: Path | None = None) -> Path:
     import numpy as np
     import slicer
     import slicer_standin
@@ -55,9 +74,15 @@ def render(out: Path) -> Path:
 
     slicer_standin.install()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        tissue, core = make_case_files(folder)
-        t1 = nodes.addVolumeNode(tissue.background, "atlas T1")
+        if result_dir is None:
+            folder = Path(tmp)
+            tissue, core = make_case_files(folder)
+            background, centre, title = tissue.background, SEED_RAS, "atlas T1"
+        else:
+            folder = result_dir
+            background, core, centre = example_case_files(result_dir)
+            title = "example patient T1"
+        t1 = nodes.addVolumeNode(background, title)
         result = outputs.ResultNodes()
         outputs.loadDensity(folder, "density", result)
         outputs.loadPlans(folder, "CTVs", "isoVolume", 15.0, core, result)
@@ -67,7 +92,7 @@ def render(out: Path) -> Path:
     sliceNode.SetDimensions(560, 640, 1)
     sliceNode.SetFieldOfView(150.0, 150.0 * 640 / 560, 1.0)
     sliceNode.SetUseLabelOutline(True)
-    sliceNode.JumpSliceByCentering(*SEED_RAS)
+    sliceNode.JumpSliceByCentering(*centre)
     composite = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
     composite.SetLayoutName("Red")
     composite.SetBackgroundVolumeID(t1.GetID())
@@ -104,11 +129,12 @@ def render(out: Path) -> Path:
         composite.SetLabelVolumeID(None)
         slicer.mrmlScene.RemoveNode(labelmap)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_png(rgb, out, result.volumesMl)
+    _write_png(rgb, out, result.volumesMl, "Axial slice through the seed" if result_dir is None
+               else "Example patient, LMI,\naxial slice through the T1Gd centre")
     return out
 
 
-def _write_png(rgb, path: Path, volumes_ml: dict):
+def _write_png(rgb, path: Path, volumes_ml: dict, caption: str):
     """The slice with a small legend (colour bar and CTV volumes), via matplotlib (a Lib dependency)."""
     import matplotlib
 
@@ -124,7 +150,7 @@ def _write_png(rgb, path: Path, volumes_ml: dict):
     ax.set_axis_off()
     ax.text(8, 20, "R", color="white", fontsize=12)  # radiological view: patient's right on the left
     ax.text(rgb.shape[1] - 20, 20, "L", color="white", fontsize=12)
-    text = ["Axial slice through the seed", "", "density (overlay, c >= 0.01)"]
+    text = [caption, "", "density (overlay, c >= 0.01)"]
     for name, ml in volumes_ml.items():
         text.append(f"{name}:\n    {ml:.1f} mL")
     fig.text(0.74, 0.95, "\n".join(text), va="top", fontsize=8.5, color="white")
@@ -146,8 +172,9 @@ def _write_png(rgb, path: Path, volumes_ml: dict):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "Resources" / "Screenshots" / "overview.png")
+    parser.add_argument("--result", type=Path, help="a CLI result folder of the example patient (see above)")
     args = parser.parse_args(argv)
-    print(render(args.out))
+    print(render(args.out, args.result))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--input", type=Path, required=True, help="a patient folder, or a folder of patient folders")
     p.add_argument("--out", type=Path, required=True, help="results folder (one sub-folder per patient)")
-    p.add_argument("--method", default="tmcmc", choices=["lmi", "lmiRefine", "tmcmc"],
+    p.add_argument("--method", default="lmi", choices=["lmi", "lmiRefine", "tmcmc"],
                    help="lmi: Learn-Morph-Infer, lmiRefine: with refinement, tmcmc: Bayesian (default)")
     p.add_argument("--samples", type=int, default=2048, help="TMCMC samples per stage")
     p.add_argument("--fast", action="store_true", help="TMCMC with 320 samples per stage")

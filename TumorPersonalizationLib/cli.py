@@ -26,7 +26,9 @@ class ProgressBar:
         self._bar = tqdm(total=1000, desc=description, unit="‰", disable=not enabled, leave=False,
                          file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
 
-    def __call__(self, fraction: float) -> None:
+    def __call__(self, fraction: float, message: str | None = None) -> None:
+        if message is not None and message != self._bar.desc:
+            self._bar.set_description_str(message)
         target = int(round(1000 * min(max(fraction, 0.0), 1.0)))
         if target > self._bar.n:
             self._bar.update(target - self._bar.n)
@@ -46,9 +48,12 @@ class JsonProgress:
         self.message = message
         self._last = -1.0
 
-    def __call__(self, fraction: float) -> None:
+    def __call__(self, fraction: float, message: str | None = None) -> None:
         fraction = min(max(float(fraction), 0.0), 1.0)
-        if fraction - self._last >= 0.001 or (fraction == 1.0 and self._last < 1.0):
+        changed = message is not None and message != self.message
+        if changed:
+            self.message = message
+        if changed or fraction - self._last >= 0.001 or (fraction == 1.0 and self._last < 1.0):
             self._last = fraction
             print(json.dumps({"progress": round(fraction, 4), "message": self.message}), file=sys.stderr, flush=True)
 
@@ -295,7 +300,7 @@ def _run_personalize_lmi(args) -> int:
         result, tissue, observation = personalize_lmi(
             t1, t1gd, flair, refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
             skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
-            progress=lambda fraction, message: bar(fraction))
+            progress=bar)
     finally:
         bar.close()
     report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)

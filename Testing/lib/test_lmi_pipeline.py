@@ -6,36 +6,21 @@ import numpy as np
 import pytest
 
 from TumorPersonalizationLib.cli import main
-from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, resample, write_volume
-from TumorPersonalizationLib.imaging.io import resample_smooth
+from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
 from TumorPersonalizationLib.lmi.config import load_config, network_tissue
 from TumorPersonalizationLib.lmi.parameters import from_time_independent
 from TumorPersonalizationLib.lmi.refinement import mask_fit, refine
 from TumorPersonalizationLib.metrics import dice_at_levels
 from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
-from TumorPersonalizationLib.resources import resources_dir
 
-EXAMPLE = resources_dir() / "ExamplePatient"
+from example_case import example_patient
 
 
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory):
-    """The example patient at 2 mm on a grid with the first axis flipped and an odd origin (a 'different scanner')."""
+    """The example patient at 2 mm on a flipped grid, written to files."""
     folder = tmp_path_factory.mktemp("patient")
-    t1 = read_volume(EXAMPLE / "t1.nii.gz")
-    g = t1.geometry
-    direction = g.direction_matrix @ np.diag([-1.0, 1.0, 1.0])
-    shape = np.ceil(np.asarray(g.shape) * np.asarray(g.spacing_mm) / 2.0).astype(int)
-    far_corner = g.index_to_ras([g.shape[0] - 1, 0, 0])
-    grid = Geometry(tuple(shape), (2.0, 2.0, 2.0), tuple(far_corner), tuple(direction.ravel()))
-    paths = {"t1": write_volume(resample_smooth(t1, grid), folder / "t1.nii.gz")}
-    for name in ("t1gd", "flair"):
-        mask = read_volume(EXAMPLE / f"{name}.nii.gz")
-        fraction = resample_smooth(mask.like(mask.array.astype(np.float32)), grid)
-        paths[name] = write_volume(fraction.like((fraction.array >= 0.5).astype(np.uint8)), folder / f"{name}.nii.gz")
-    truth = read_volume(EXAMPLE / "density_truth.nii.gz")
-    paths["truth"] = write_volume(resample(truth.like(truth.array / np.float32(255)), grid), folder / "truth.nii.gz")
-    return paths
+    return {name: write_volume(volume, folder / f"{name}.nii.gz") for name, volume in example_patient().items()}
 
 
 def run(args, capsys):

@@ -155,7 +155,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
     seed_ras = net_geometry.index_to_ras(final["seed_index"])
     atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
     seed_atlas = nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(seed_ras))
-    density_atlas = atlas.wm.like(atlas_domain.simulate(dw, rho, days, seed_atlas))
+    density_atlas = atlas.wm.like(atlas_domain.simulate(
+        dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
     fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net | t1gd_net)
     lap("simulation")
 
