@@ -23,11 +23,13 @@ class ProgressBar:
     def __init__(self, description: str, enabled: bool = True):
         from tqdm import tqdm
 
+        self._message = description
         self._bar = tqdm(total=1000, desc=description, unit="‰", disable=not enabled, leave=False,
                          file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
 
     def __call__(self, fraction: float, message: str | None = None) -> None:
-        if message is not None and message != self._bar.desc:
+        if message is not None and message != self._message:
+            self._message = message
             self._bar.set_description_str(message)
         target = int(round(1000 * min(max(fraction, 0.0), 1.0)))
         if target > self._bar.n:
