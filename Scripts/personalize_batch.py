@@ -61,7 +61,7 @@ def parse_args(argv):
     p.add_argument("--input", type=Path, required=True, help="a patient folder, or a folder of patient folders")
     p.add_argument("--out", type=Path, required=True, help="results folder (one sub-folder per patient)")
     p.add_argument("--method", default="lmi", choices=["lmi", "lmiRefine", "tmcmc"],
-                   help="lmi: Learn-Morph-Infer, lmiRefine: with refinement, tmcmc: Bayesian (default)")
+                   help="lmi: Learn-Morph-Infer (default), lmiRefine: with refinement, tmcmc: Bayesian")
     p.add_argument("--samples", type=int, default=2048, help="TMCMC samples per stage")
     p.add_argument("--fast", action="store_true", help="TMCMC with 320 samples per stage")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: all cores)")

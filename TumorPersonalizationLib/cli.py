@@ -282,6 +282,21 @@ def _add_personalize(sub) -> None:
 FAST_SAMPLES = 320
 
 
+# Options of one method, with their defaults: given with the other method, they are refused rather than ignored.
+_TMCMC_ONLY = {"samples": 2048, "fast": False, "workers": None, "dask_scheduler": None, "grid_mm": None,
+               "ratio": 10.0, "pet": None, "wm": None, "gm": None, "csf": None}
+_LMI_ONLY = {"t1": None, "refine": False, "refine_evaluations": 100, "skull_stripped": "auto", "weights": None}
+
+
+def _refuse_options_of_other_method(args) -> None:
+    other = _TMCMC_ONLY if args.method == "lmi" else _LMI_ONLY
+    for name, default in other.items():
+        if getattr(args, name) != default:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} is not used by --method {args.method} "
+                             f"(it belongs to --method {'tmcmc' if args.method == 'lmi' else 'lmi'})")
+
+
 def _run_personalize_lmi(args) -> int:
     from .imaging.io import read_volume
     from .lmi.pipeline import personalize_lmi
@@ -289,9 +304,6 @@ def _run_personalize_lmi(args) -> int:
 
     if args.t1 is None:
         raise InputError("--method lmi needs --t1 (the patient's T1 image, to register to the atlas)")
-    for option in ("wm", "gm", "csf", "pet"):
-        if getattr(args, option) is not None:
-            raise InputError(f"--{option} is not used by --method lmi (it uses the bundled atlas and the masks)")
     if args.refine_evaluations < 6:
         raise InputError(f"--refine-evaluations must be at least 6, got {args.refine_evaluations}")
     _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES], [args.t1, args.t1gd, args.flair])
@@ -300,7 +312,8 @@ def _run_personalize_lmi(args) -> int:
     bar = _progress_for(args, "personalizing (lmi)")
     try:
         result, tissue, observation = personalize_lmi(
-            t1, t1gd, flair, refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
+            t1, t1gd, flair, names=(f"--t1 {args.t1}", f"--t1gd {args.t1gd}", f"--flair {args.flair}"),
+            refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
             skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
             progress=bar)
     finally:
@@ -312,6 +325,7 @@ def _run_personalize_lmi(args) -> int:
 
 
 def _run_personalize(args) -> int:
+    _refuse_options_of_other_method(args)
     if args.method == "lmi":
         return _run_personalize_lmi(args)
     from .imaging.io import read_volume

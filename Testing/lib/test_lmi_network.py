@@ -105,3 +105,14 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     assert result["val_mse"] < 0.5 * before, (before, result["val_mse"])
     model, saved_config = load_network(tmp_path / "run" / "inverse_net.pt")
     assert saved_config["network"]["width"] == 4 and not model.training
+    # The interrupted-and-resumed run ends exactly where an uninterrupted one does.
+    train(config, tmp_path / "data", tmp_path / "straight", log=lambda *_: None)
+    straight, _ = load_network(tmp_path / "straight" / "inverse_net.pt")
+    for (name, a), b in zip(model.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(a, b), name
+    # A checkpoint is not a weights file, and another config cannot resume this run.
+    with pytest.raises(InputError, match="not a weights file"):
+        load_network(tmp_path / "run" / "checkpoint.pt")
+    config["training"]["batch_size"] = 16
+    with pytest.raises(InputError, match="another config"):
+        train(config, tmp_path / "data", tmp_path / "run", log=lambda *_: None)

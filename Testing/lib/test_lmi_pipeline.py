@@ -93,5 +93,9 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     assert code == 2 and "registration" in err.lower(), err
 
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--wm", patient["t1"]], capsys)
-    assert code == 2 and "--wm" in err
+    assert code == 2 and "--wm is not used by --method lmi" in err
+    tmcmc = ["personalize", "--t1gd", patient["t1gd"], "--flair", patient["flair"], "--t1", patient["t1"],
+             "--out", tmp_path / "o4"]
+    code, _, err = run(tmcmc, capsys)
+    assert code == 2 and "--t1 is not used by --method tmcmc" in err
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))

@@ -34,7 +34,7 @@ def test_batch_through_the_logic_writes_nodes_and_scene(module, tmp_path, capsys
     _patient_folder(tmp_path / "patients" / "p01", case)
     (tmp_path / "patients" / "notes").mkdir()  # a folder that is no patient is skipped
     code = _script().main(["--input", str(tmp_path / "patients"), "--out", str(tmp_path / "results"),
-                           "--samples", "32", "--workers", "1"], use_slicer=True)
+                           "--method", "tmcmc", "--samples", "32", "--workers", "1"], use_slicer=True)
     printed = capsys.readouterr().out
     summary = json.loads(printed[printed.index("{\n"):])  # after the progress lines
     assert code == 0, summary
@@ -52,8 +52,8 @@ def test_batch_through_the_logic_writes_nodes_and_scene(module, tmp_path, capsys
 def test_batch_without_slicer_builds_the_cli_commands(tmp_path, capsys):
     script = _script()
     case_files = _patient_folder(tmp_path / "one", _tiny_case())
-    code = script.main(["--input", str(case_files), "--out", str(tmp_path / "out"), "--fast", "--dry-run"],
-                       use_slicer=False)
+    code = script.main(["--input", str(case_files), "--out", str(tmp_path / "out"), "--method", "tmcmc", "--fast",
+                        "--dry-run"], use_slicer=False)
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     command = summary["patients"]["one"]["command"]

@@ -213,10 +213,7 @@ def test_bad_inputs_give_clear_messages_and_touch_nothing(module):
     ]
     for overrides, message in cases:
         assert message in _start_error(module, logic, _inputs(module, case, **overrides), settings), overrides
-    lmi_reason = logic.methodUnavailableReason("lmi")
-    if lmi_reason is not None:  # until the CLI accepts --method lmi
-        assert "Learn-Morph-Infer (fast) is not available" in _start_error(
-            module, logic, _inputs(module, case), _settings(module, method="lmi"))
+    assert logic.methodUnavailableReason("lmi") is None  # the CLI accepts --method lmi
     assert_unchanged(before, snapshot({**case.nodes, "elsewhere": elsewhere}))
     assert slicer.mrmlScene.GetNumberOfNodes() == count
 

@@ -26,12 +26,13 @@ def test_json_progress_lines_parse_and_are_throttled(capsys):
     assert runner.parseProgressLine('{"progress": "x"}') is None
 
 
-def test_methods_are_listed_and_lmi_waits_for_the_cli():
+def test_methods_are_listed_and_a_cli_without_a_method_is_refused_clearly():
     assert [m.label for m in runner.METHODS.values()] == [
         "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)"]
     capabilities = runner.cliCapabilities()
     assert "tmcmc" in capabilities.methods and "--progress-json" in capabilities.flags
-    assert capabilities.unavailableReason(runner.METHODS["tmcmc"]) is None
+    for method in runner.METHODS.values():
+        assert capabilities.unavailableReason(method) is None, method.key
     without_lmi = runner.CliCapabilities(("tmcmc",), capabilities.flags)
     reason = without_lmi.unavailableReason(runner.METHODS["lmiRefine"])
     assert "not available" in reason and "TMCMC (Bayesian)" in reason
@@ -43,20 +44,18 @@ def test_methods_are_listed_and_lmi_waits_for_the_cli():
 def test_command_for_each_method():
     files = {"--t1": "t1.nii.gz", "--t1gd": "t1gd.nii.gz", "--flair": "flair.nii.gz", "--pet": "pet.nii.gz",
              "--wm": "wm.nii.gz", "--gm": "gm.nii.gz"}
-    # A CLI that has learned --method lmi (as the Learn-Morph-Infer work will add) needs no module change.
-    future = runner.CliCapabilities(("tmcmc", "lmi"), frozenset(
-        runner.cliCapabilities().flags | {"--t1", "--refine"}))
-    lmi = runner.buildCommand(runner.METHODS["lmiRefine"], files, "out", capabilities=future, python="py")
+    capabilities = runner.cliCapabilities()  # the real CLI's choices and flags
+    lmi = runner.buildCommand(runner.METHODS["lmiRefine"], files, "out", capabilities=capabilities, python="py")
     assert lmi[:4] == ["py", "-m", "TumorPersonalizationLib", "personalize"]
     assert lmi[lmi.index("--method") + 1] == "lmi" and "--refine" in lmi and "--t1" in lmi
     assert "--wm" not in lmi and "--pet" not in lmi and "--samples" not in lmi
-    tmcmc = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=future, samples=64,
+    tmcmc = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=capabilities, samples=64,
                                 workers=2, marginMm=12.5, randomSeed=3, python="py")
     for flag, value in (("--samples", "64"), ("--workers", "2"), ("--margin-mm", "12.5"), ("--seed", "3"),
                         ("--wm", "wm.nii.gz"), ("--pet", "pet.nii.gz"), ("--out", "out")):
         assert tmcmc[tmcmc.index(flag) + 1] == value
     assert "--t1" not in tmcmc and "--progress-json" in tmcmc
-    fast = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=future, fast=True, python="py")
+    fast = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=capabilities, fast=True, python="py")
     assert "--fast" in fast and "--samples" not in fast and "--workers" not in fast
 
 

@@ -6,8 +6,8 @@ nodes to NIfTI files, builds a command with :func:`buildCommand`, starts a :clas
 (``--progress-json``).
 
 Methods are listed once, in :data:`METHODS`. A method is offered as *available* only when the installed CLI
-accepts it (:func:`cliCapabilities` reads the CLI's own argument parser), so a method that is still being written
-(Learn-Morph-Infer) gives a clear message instead of a crash, and starts to work as soon as the CLI accepts it.
+accepts it (:func:`cliCapabilities` reads the CLI's own argument parser), so a Lib older than the module gives a
+clear message instead of a crash, and a new method needs one entry here.
 """
 from __future__ import annotations
 

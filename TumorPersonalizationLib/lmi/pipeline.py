@@ -64,6 +64,12 @@ def predict(model, config: dict, t1gd: np.ndarray, flair: np.ndarray, tissue_wm_
     return {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": natural[2:5].tolist()}
 
 
+def mu_bounds(config: dict) -> tuple:
+    """((mu1_low, mu1_high), (mu2_low, mu2_high)): the targets' trained range, kept off 0 (no growth)."""
+    lower, upper = config["targets"]["lower"], config["targets"]["upper"]
+    return tuple((max(lower[i], 0.02 * upper[i]), upper[i]) for i in (0, 1))
+
+
 def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
     """The seed itself if its voxel lies in the WM/GM domain, else the centre of the nearest domain voxel."""
     nearest = tuple(np.clip(np.rint(index).astype(int), 0, np.asarray(domain_mask.shape) - 1))
@@ -73,7 +79,8 @@ def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
     return np.array([i[nearest], j[nearest], k[nearest]], dtype=float)
 
 
-def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool = False,
+def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1Gd", "FLAIR"),
+                    refine_fit: bool = False,
                     refine_evaluations: int = DEFAULT_REFINE_EVALUATIONS, skull_stripped: bool | None = None,
                     weights=None, registration_settings: RegistrationSettings = RegistrationSettings(),
                     progress=None) -> tuple[Personalization, TissueMaps, Observation]:
@@ -85,6 +92,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
         The patient's T1 (or T1Gd), whole-head or skull-stripped, any grid.
     t1gd, flair : Volume
         Binary segmentations on the grid of ``t1`` (FLAIR contains the T1Gd lesion; the union is used).
+    names : (str, str, str)
+        How error messages name the three inputs (the CLI gives its options and file names).
     refine_fit : bool
         Run the Nelder-Mead refinement (``refine_evaluations`` simulations on the network grid).
     weights : path, optional
@@ -99,7 +108,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
         the patient T1 as background), and the validated masks.
     """
     report_progress = progress or (lambda fraction, message: None)
-    observation = Observation.from_volumes(t1gd, flair, None, t1.geometry, grid_name="the T1 image")
+    observation = Observation.from_volumes(t1gd, flair, None, t1.geometry, names=(names[1], names[2], "PET"),
+                                           grid_name=names[0])
     timings = {}
     clock = time.perf_counter()
 
@@ -116,9 +126,12 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
     atlas = load_atlas()
 
     report_progress(0.0, "registering the T1 to the atlas")
-    registration = register_to_atlas(
-        t1, tumor_mask=observation.flair, skull_stripped=skull_stripped, settings=registration_settings,
-        progress=lambda f, m: report_progress(0.35 * f, m))
+    try:
+        registration = register_to_atlas(
+            t1, tumor_mask=observation.flair, skull_stripped=skull_stripped, settings=registration_settings,
+            progress=lambda f, m: report_progress(0.35 * f, m))
+    except InputError as error:
+        raise InputError(f"{names[0]}: {error}") from error
     lap("registration")
 
     report_progress(0.35, "warping the segmentations to the atlas")
@@ -135,6 +148,20 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
     tissue_net = network_tissue(config)
     wm_gm = np.stack([tissue_net.wm.array, tissue_net.gm.array])
     estimate = predict(model, config, t1gd_net, flair_net | t1gd_net, wm_gm)
+    notes = []
+    bounds = mu_bounds(config)
+    for key, (low, high) in zip(("mu1", "mu2"), bounds):
+        if not low <= estimate[key] <= high:
+            notes.append(f"the network's {key} = {estimate[key]:.3g} lay outside the trained range "
+                         f"[{low:g}, {high:g}] and was clipped to it")
+            estimate[key] = float(np.clip(estimate[key], low, high))
+    voxel_ml = float(np.prod(net_geometry.spacing_mm)) / 1000.0
+    t1gd_ml, flair_ml = t1gd_net.sum() * voxel_ml, (flair_net | t1gd_net).sum() * voxel_ml
+    acceptance = config["acceptance"]
+    if t1gd_ml < acceptance["t1gd_min_ml"] or not acceptance["flair_min_ml"] <= flair_ml <= acceptance["flair_max_ml"]:
+        notes.append(f"lesion in atlas space (T1Gd {t1gd_ml:.1f} mL, FLAIR {flair_ml:.1f} mL) is outside the sizes "
+                     f"the network was trained on (T1Gd >= {acceptance['t1gd_min_ml']:g} mL, FLAIR "
+                     f"{acceptance['flair_min_ml']:g}-{acceptance['flair_max_ml']:g} mL): treat the estimate with care")
     net_domain = Domain(tissue_net.wm.array, tissue_net.gm.array, net_geometry.spacing_mm)
     estimate["seed_index"] = nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
     lap("network")
@@ -143,7 +170,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
     if refine_fit:
         report_progress(0.45, "refining the fit")
         refinement = refine(net_domain, t1gd_net, flair_net, estimate["mu1"], estimate["mu2"],
-                            estimate["seed_index"], max_evaluations=refine_evaluations,
+                            estimate["seed_index"], max_evaluations=refine_evaluations, mu_bounds=bounds,
                             progress=lambda f: report_progress(0.45 + 0.35 * f, "refining the fit"))
         final = {k: refinement[k] for k in ("mu1", "mu2", "seed_index")}
         lap("refinement")
@@ -152,9 +179,10 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
 
     report_progress(0.8, "simulating in the atlas")
     dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))
-    seed_ras = net_geometry.index_to_ras(final["seed_index"])
     atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
-    seed_atlas = nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(seed_ras))
+    seed_atlas = nearest_domain_voxel(atlas_domain.inside,
+                                      atlas.wm.geometry.ras_to_index(net_geometry.index_to_ras(final["seed_index"])))
+    seed_ras = atlas.wm.geometry.index_to_ras(seed_atlas)  # the seed as simulated
     density_atlas = atlas.wm.like(atlas_domain.simulate(
         dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
     fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net | t1gd_net)
@@ -172,13 +200,14 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, refine_fit: bool
                   "Dw": {"value": dw, "unit": "mm^2/day"}, "rho": {"value": rho, "unit": "1/day"},
                   "T": {"value": days, "unit": "days"},
                   "v": {"value": FRONT_SPEED_MM_PER_DAY, "unit": "mm/day", "note": "fixed (200 mm/year)"},
-                  "seed_atlas_ras_mm": {"value": np.round(seed_ras, 2).tolist(), "unit": "mm (RAS, atlas)"},
+                  **{axis: {"value": float(seed_ras[n]), "unit": "mm (RAS, atlas space)"}
+                     for n, axis in enumerate("xyz")},
                   "uc_T1Gd": {"value": fit.uc_t1gd, "unit": "density", "note": "best fit, not predicted"},
                   "uc_FLAIR": {"value": fit.uc_flair, "unit": "density", "note": "best fit, not predicted"}}
     report = {"method": "lmi", "parameters": parameters, "network_estimate": estimate, "refinement": refinement,
               "fit_in_atlas": vars(fit), "timings_s": timings, "total_s": round(sum(timings.values()), 3),
               "registration": registration.report, "weights": str(weights),
-              "notes": [IDENTIFIABILITY_NOTE, SEED_NOTE,
+              "notes": notes + [IDENTIFIABILITY_NOTE, SEED_NOTE,
                         "Dw, rho and T follow from mu1, mu2 at the fixed front speed v; any v gives the same density."]}
     result = Personalization(method="lmi", density=density, parameters=parameters, report=report, timings=timings)
     return result, tissue, observation

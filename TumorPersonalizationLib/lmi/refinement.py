@@ -61,7 +61,7 @@ def _mu(x: np.ndarray) -> tuple[float, float]:
 
 
 def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, mu2: float, seed_index, *,
-           max_evaluations: int = 100, progress=None) -> dict:
+           max_evaluations: int = 100, mu_bounds=((0.5, 40.0), (0.2, 10.0)), progress=None) -> dict:
     """Nelder-Mead over (log(mu1 mu2), log(mu1 / mu2), seed) from the network's estimate.
 
     Parameters
@@ -73,6 +73,8 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
     mu1_mm, mu2, seed_index : the starting point (seed as a continuous voxel index of that grid).
     max_evaluations : int
         Simulations allowed (the starting point included).
+    mu_bounds : ((mu1_low, mu1_high), (mu2_low, mu2_high))
+        The search stays in this box (the network's trained range): outside it, simulations grow large and slow.
     progress : callable(fraction) or None
         Called after each simulation; may raise Cancelled.
 
@@ -90,17 +92,23 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
     fits = {}
 
     def objective(x):
-        evaluations[0] += 1
-        if progress is not None:
-            progress(min(evaluations[0] / max_evaluations, 1.0))
+        key = tuple(np.round(x, 12))
+        if key in fits:  # scipy evaluates the first vertex of the initial simplex again
+            return fits[key].objective
         mu1, mu2 = _mu(x)
+        (mu1_low, mu1_high), (mu2_low, mu2_high) = mu_bounds
+        if not (mu1_low <= mu1 <= mu1_high and mu2_low <= mu2 <= mu2_high):
+            return 2.0  # outside the trained range: worse than any fit (objective <= 1)
         try:
             domain.check_seed(x[2:])
         except InputError:
-            return 2.0  # outside the brain: worse than any fit (objective <= 1)
+            return 2.0  # outside the brain
+        evaluations[0] += 1
+        if progress is not None:
+            progress(min(evaluations[0] / max_evaluations, 1.0))
         dw, rho, days = from_time_independent(mu1, mu2)
         fit = mask_fit(domain.simulate(float(dw), float(rho), float(days), x[2:]), t1gd, flair)
-        fits[tuple(np.round(x, 12))] = fit
+        fits[key] = fit
         return fit.objective
 
     x0 = np.array([np.log(mu1_mm * mu2), np.log(mu1_mm / mu2), *np.asarray(seed_index, dtype=float)])

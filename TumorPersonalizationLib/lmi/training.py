@@ -10,9 +10,12 @@ Schedule: cosine decay from ``learning_rate`` to ``final_learning_rate`` over al
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import pickle
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -119,64 +122,72 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     model = InverseNet.from_config(config).to(dev)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], betas=tuple(cfg["adam_betas"]),
                                   weight_decay=cfg["weight_decay"])
-    step, elapsed_before = 0, 0.0
+    step, elapsed_before, val_mse = 0, 0.0, float("nan")
+    # A checkpoint continues only the run it came from: same config, same training set.
+    run_id = hashlib.sha256(json.dumps([config, len(train_set)], sort_keys=True).encode()).hexdigest()
     checkpoint = out_dir / CHECKPOINT_NAME
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=dev, weights_only=True)
+        if state.get("run_id") != run_id:
+            raise InputError(f"{checkpoint} belongs to another config or training set; use a new --out folder")
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step, elapsed_before = int(state["step"]), float(state["seconds"])
+        val_mse = float(state.get("val_mse", float("nan")))
+        if step >= total_steps and (out_dir / WEIGHTS_NAME).exists():
+            log(f"{out_dir} holds a finished run ({step} steps); nothing to do")
+            return {"finished": True, "epoch": epochs, "step": step, "val_mse": val_mse, "seconds": 0.0}
         log(f"resuming at step {step} of {total_steps}")
 
     start = time.perf_counter()
 
     def save_checkpoint():
         _save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-               "seconds": elapsed_before + time.perf_counter() - start}, checkpoint)
+               "seconds": elapsed_before + time.perf_counter() - start, "run_id": run_id, "val_mse": val_mse},
+              checkpoint)
 
     def write_log(entry: dict):
         with open(out_dir / LOG_NAME, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     running, count = 0.0, 0
-    val_mse = float("nan")
-    while step < total_steps:
-        epoch, position = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([int(cfg["seed"]), epoch]).permutation(len(train_set))
-        for position in range(position, steps_per_epoch):
-            for group in optimiser.param_groups:
-                group["lr"] = _learning_rate(cfg, step, total_steps)
-            x, y = train_set.get(order[position * batch_size:(position + 1) * batch_size])
-            loss = torch.mean((model(x) - y) ** 2)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            step += 1
-            running, count = running + float(loss.detach()), count + 1
-            if step % checkpoint_every == 0:
-                save_checkpoint()
-            out_of_time = max_minutes is not None and time.perf_counter() - start > 60.0 * max_minutes
-            try:
+    try:
+        while step < total_steps:
+            epoch, position = divmod(step, steps_per_epoch)
+            order = np.random.default_rng([int(cfg["seed"]), epoch]).permutation(len(train_set))
+            for position in range(position, steps_per_epoch):
+                for group in optimiser.param_groups:
+                    group["lr"] = _learning_rate(cfg, step, total_steps)
+                x, y = train_set.get(order[position * batch_size:(position + 1) * batch_size])
+                loss = torch.mean((model(x) - y) ** 2)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                step += 1
+                running, count = running + float(loss.detach()), count + 1
+                if step % checkpoint_every == 0:
+                    save_checkpoint()
+                out_of_time = max_minutes is not None and time.perf_counter() - start > 60.0 * max_minutes
                 if progress is not None:
                     progress(step / total_steps)
-            except Cancelled:
-                save_checkpoint()
-                raise
-            if out_of_time:
-                save_checkpoint()
-                log(f"stopped at step {step} of {total_steps} (time budget); run again to continue")
-                return {"finished": False, "epoch": epoch, "step": step, "val_mse": val_mse,
-                        "seconds": time.perf_counter() - start}
-        val_mse, val_mae = evaluate(model, val_set, batch_size)
-        seconds = elapsed_before + time.perf_counter() - start
-        entry = {"epoch": epoch + 1, "step": step, "train_mse": running / max(count, 1), "val_mse": val_mse,
-                 "val_mae_scaled": dict(zip(scaling.NAMES, np.round(val_mae, 5).tolist())),
-                 "learning_rate": _learning_rate(cfg, step, total_steps), "seconds": round(seconds, 1),
-                 "device": str(dev)}
-        write_log(entry)
-        log(json.dumps(entry))
-        running, count = 0.0, 0
-        save_checkpoint()
+                if out_of_time:
+                    save_checkpoint()
+                    log(f"stopped at step {step} of {total_steps} (time budget); run again to continue")
+                    return {"finished": False, "epoch": epoch, "step": step, "val_mse": val_mse,
+                            "seconds": time.perf_counter() - start}
+            val_mse, val_mae = evaluate(model, val_set, batch_size)
+            seconds = elapsed_before + time.perf_counter() - start
+            entry = {"epoch": epoch + 1, "step": step, "train_mse": running / max(count, 1), "val_mse": val_mse,
+                     "val_mae_scaled": dict(zip(scaling.NAMES, np.round(val_mae, 5).tolist())),
+                     "learning_rate": _learning_rate(cfg, step, total_steps), "seconds": round(seconds, 1),
+                     "device": str(dev)}
+            write_log(entry)
+            log(json.dumps(entry))
+            running, count = 0.0, 0
+            save_checkpoint()
+    except (Cancelled, KeyboardInterrupt):
+        save_checkpoint()  # Ctrl-C or Cancel loses nothing: the next call resumes here
+        raise
 
     summary = {"train_cases": len(train_set), "val_cases": len(val_set), "epochs": epochs, "steps": step,
                "val_mse": val_mse, "device": str(dev), "torch": str(torch.__version__)}
@@ -190,9 +201,14 @@ def load_network(path, device: str = "cpu") -> tuple[InverseNet, dict]:
     path = Path(path)
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         raise InputError(f"LMI weights {path}: cannot read them ({error})") from error
+    if not isinstance(saved, dict) or not {"state_dict", "config"} <= set(saved):
+        raise InputError(f"LMI weights {path}: not a weights file (a training checkpoint? use {WEIGHTS_NAME})")
     model = InverseNet.from_config(saved["config"]).to(device)
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        raise InputError(f"LMI weights {path}: they do not fit the network their config describes") from error
     model.eval()
     return model, saved["config"]

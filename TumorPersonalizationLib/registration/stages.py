@@ -108,7 +108,8 @@ def affine_stage(fixed: sitk.Image, moving: sitk.Image, *, moving_mask: sitk.Ima
     affine.SetCenter(rigid.GetCenter())
     affine.SetMatrix(rigid.GetMatrix())
     affine.SetTranslation(rigid.GetTranslation())
-    # The affine phase refines at the finer levels only: the coarsest level has done its job (pose).
+    # The affine phase repeats the two finest levels (with the default two levels: both); the rigid phase has
+    # found the pose.
     affine, metric = _run_level_set(fixed, moving, moving_mask, affine, level_spacings_mm[-2:], iterations,
                                     sampling_fraction, seed)
     return affine, metric
@@ -221,8 +222,17 @@ def inverse_consistency_mm(field: sitk.Image, inverse: sitk.Image, mask: np.ndar
 
 
 def jacobian_determinant_stats(field: sitk.Image, mask: np.ndarray) -> dict:
-    """Minimum and 1st percentile of det(I + grad u) over ``mask`` ([k, j, i]): <= 0 would mean folding."""
-    determinant = sitk.GetArrayViewFromImage(sitk.DisplacementFieldJacobianDeterminant(field))[mask]
+    """Minimum and 1st percentile of det(I + grad u) over ``mask`` ([k, j, i]): <= 0 would mean folding.
+
+    ITK's determinant filter differentiates along the index axes and ignores the image direction, which is wrong
+    for the atlas' LPS grid (direction diag(-1, -1, 1)); the vectors are rotated into the index frame first
+    (det(I + D^T grad u D) = det(I + grad u)) and the filter runs on an identity-direction copy.
+    """
+    direction = np.asarray(field.GetDirection()).reshape(3, 3)
+    in_index_frame = sitk.GetImageFromArray(sitk.GetArrayFromImage(field) @ direction, isVector=True)
+    in_index_frame.SetSpacing(field.GetSpacing())
+    determinant = sitk.GetArrayViewFromImage(sitk.DisplacementFieldJacobianDeterminant(
+        sitk.Cast(in_index_frame, FIELD_PIXEL)))[mask]
     return {"min": float(determinant.min()), "p01": float(np.percentile(determinant, 1.0))}
 
 
