@@ -130,7 +130,7 @@ def render(out: Path, result_dir: Path | None = None) -> Path:
         slicer.mrmlScene.RemoveNode(labelmap)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_png(rgb, out, result.volumesMl, "Axial slice through the seed" if result_dir is None
-               else "Example patient, LMI,\naxial slice through the T1Gd centre")
+               else "Example patient (LMI),\naxial, T1Gd centre")
     return out
 
 

@@ -30,8 +30,8 @@ from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import from_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (default_weights, nearest_domain_voxel,  # noqa: E402
-                                                  personalize_lmi, predict_labels)
+from TumorPersonalizationLib.lmi.pipeline import (default_weights, mu_bounds,  # noqa: E402
+                                                  nearest_domain_voxel, personalize_lmi, predict_labels)
 from TumorPersonalizationLib.lmi.refinement import refine  # noqa: E402
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402
@@ -76,6 +76,7 @@ def test_set(args, model, config) -> dict:
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     start = time.perf_counter()
     predicted = predict_labels(model, config, data["labels"], wm_gm)
+    predicted[:, :2] = np.clip(predicted[:, :2], *np.transpose(mu_bounds(config)))  # as the pipeline does
     network_s = (time.perf_counter() - start) / n
     p = data["parameters"]
     rel = np.abs(predicted[:, :2] - data["targets"][:, :2]) / data["targets"][:, :2]
@@ -96,7 +97,8 @@ def test_set(args, model, config) -> dict:
                 break
             labels = data["labels"][i]
             seed = nearest_domain_voxel(domain.inside, predicted[i, 2:5])
-            r = refine(domain, labels == 2, labels > 0, predicted[i, 0], predicted[i, 1], seed)
+            r = refine(domain, labels == 2, labels > 0, predicted[i, 0], predicted[i, 1], seed,
+                       max_evaluations=args.refine_evaluations, mu_bounds=mu_bounds(config))
             refined = simulate_targets(domain, np.array([[r["mu1"], r["mu2"], *r["seed_index"]]]))[0]
             refined_rows.append(score(refined, truth[i - part.start], tissue))
             network_rows_subset.append(rows[i])
@@ -154,6 +156,7 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--cases", type=int, default=600)
     parser.add_argument("--refine-cases", type=int, default=40)
+    parser.add_argument("--refine-evaluations", type=int, default=100)
     parser.add_argument("--skip-test-set", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, help="write the numbers here")

@@ -231,7 +231,8 @@ def jacobian_determinant_stats(field: sitk.Image, mask: np.ndarray) -> dict:
     direction = np.asarray(field.GetDirection()).reshape(3, 3)
     in_index_frame = sitk.GetImageFromArray(sitk.GetArrayFromImage(field) @ direction, isVector=True)
     in_index_frame.SetSpacing(field.GetSpacing())
-    determinant = sitk.GetArrayViewFromImage(sitk.DisplacementFieldJacobianDeterminant(
+    # A copy, not a view: a view of the filter's temporary output would outlive the image it points into.
+    determinant = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(
         sitk.Cast(in_index_frame, FIELD_PIXEL)))[mask]
     return {"min": float(determinant.min()), "p01": float(np.percentile(determinant, 1.0))}
 
