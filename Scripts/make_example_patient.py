@@ -25,7 +25,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -275,7 +275,8 @@ def _add_personalize(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress-json", action="store_true",
-                   help='progress as JSON lines on stderr, {"progress": 0.42, "message": "..."} (for the Slicer module)')
+                   help='progress as JSON lines on stderr, {"progress": 0.42, "message": "..."} '
+                        '(for the Slicer module)')
     p.set_defaults(run=_run_personalize)
 
 

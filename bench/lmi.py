@@ -28,14 +28,14 @@ sys.path.insert(0, str(ROOT))
 from TumorPersonalizationLib.imaging.io import read_volume  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
-from TumorPersonalizationLib.lmi.config import network_tissue  # noqa: E402
+from TumorPersonalizationLib.lmi.config import network_domain, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import from_time_independent  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import (default_weights, mu_bounds,  # noqa: E402
                                                   nearest_domain_voxel, personalize_lmi, predict_labels)
 from TumorPersonalizationLib.lmi.refinement import refine  # noqa: E402
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402
-from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402
+from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402 (type of simulate_targets' domain)
 
 LEVELS = (0.01, 0.1, 0.8)
 # Thesis ch. 7, Table 1, experiment 3 (FK, mu1/mu2/x predicted): MAE 0.057 (WM), 0.057 (GM), 0.0 (CSF).
@@ -70,7 +70,7 @@ def simulate_targets(domain: Domain, targets: np.ndarray) -> np.ndarray:
 
 def test_set(args, model, config) -> dict:
     tissue = network_tissue(config)
-    domain = Domain(tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
+    domain = network_domain(config)
     data = dataset.load_split(args.data, "test", limit=args.cases)
     n = len(data["targets"])
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])

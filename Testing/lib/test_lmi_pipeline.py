@@ -7,11 +7,10 @@ import pytest
 
 from TumorPersonalizationLib.cli import main
 from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
-from TumorPersonalizationLib.lmi.config import load_config, network_tissue
+from TumorPersonalizationLib.lmi.config import load_config, network_domain
 from TumorPersonalizationLib.lmi.parameters import from_time_independent
 from TumorPersonalizationLib.lmi.refinement import mask_fit, refine
 from TumorPersonalizationLib.metrics import dice_at_levels
-from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
 
 from example_case import example_patient
 
@@ -53,9 +52,7 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
 
 
 def test_refinement_moves_a_perturbed_estimate_towards_the_truth():
-    config = load_config()
-    tissue = network_tissue(config)
-    domain = Domain(tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
+    domain = network_domain(load_config())
     seed = np.array([40.0, 30.0, 40.0])
     assert domain.inside[tuple(seed.astype(int))]
     mu1, mu2 = 8.0, 3.5

@@ -71,3 +71,11 @@ def _cached_tissue(config_json: str):
 def network_tissue(config: dict):
     """Atlas WM/GM/CSF (and T1) on :func:`network_geometry` (anti-aliased; cached; treat as read-only)."""
     return _cached_tissue(json.dumps(config, sort_keys=True))
+
+
+def network_domain(config: dict):
+    """The solver domain on the network grid (atlas WM/GM of :func:`network_tissue`)."""
+    from ..models.fisher_kolmogorov import Domain
+
+    tissue = network_tissue(config)
+    return Domain(tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)

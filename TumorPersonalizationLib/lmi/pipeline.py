@@ -22,12 +22,12 @@ from ..errors import InputError
 from ..imaging.atlas import load_atlas
 from ..imaging.io import resample_smooth
 from ..imaging.tissue import TissueMaps
-from ..imaging.volume import Volume, require_same_grid
+from ..imaging.volume import Volume
 from ..inference.likelihood import Observation
 from ..models.fisher_kolmogorov import Domain
 from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
 from ..registration import RegistrationSettings, register_to_atlas
-from .config import lmi_dir, network_geometry, network_tissue, target_scaling
+from .config import lmi_dir, network_domain, network_geometry, network_tissue, target_scaling
 from .dataset import absolute_targets, encode_labels
 from .inputs import assemble, crop_labels
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
@@ -162,7 +162,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
         notes.append(f"lesion in atlas space (T1Gd {t1gd_ml:.1f} mL, FLAIR {flair_ml:.1f} mL) is outside the sizes "
                      f"the network was trained on (T1Gd >= {acceptance['t1gd_min_ml']:g} mL, FLAIR "
                      f"{acceptance['flair_min_ml']:g}-{acceptance['flair_max_ml']:g} mL): treat the estimate with care")
-    net_domain = Domain(tissue_net.wm.array, tissue_net.gm.array, net_geometry.spacing_mm)
+    net_domain = network_domain(config)
     estimate["seed_index"] = nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
     lap("network")
 
