@@ -223,7 +223,6 @@ class TumorPersonalizationWidget(ScriptedLoadableModuleWidget, slicer.util.VTKOb
         self._timer.connect("timeout()", self.onPoll)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-        self.ui.methodComboBox.connect("currentIndexChanged(int)", self._updateMethodWidgets)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.setValue(0)
 
@@ -242,7 +241,7 @@ class TumorPersonalizationWidget(ScriptedLoadableModuleWidget, slicer.util.VTKOb
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtkCommandModified(), self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtkCommandModified(), self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
         self.onCancelButton()
@@ -262,13 +261,18 @@ class TumorPersonalizationWidget(ScriptedLoadableModuleWidget, slicer.util.VTKOb
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtkCommandModified(), self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtkCommandModified(), self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtkCommandModified(), self._checkCanApply)
-            self._checkCanApply()
-            self._updateMethodWidgets()
+            self.addObserver(self._parameterNode, vtkCommandModified(), self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None):
+        # The parameter node, not the combo box's signal, drives the method widgets: connectGui updates the node
+        # after the combo box has emitted, so a slot on the combo box would read the previous method.
+        self._checkCanApply()
+        self._updateMethodWidgets()
 
     def _checkCanApply(self, caller=None, event=None):
         node = self._parameterNode
@@ -279,7 +283,7 @@ class TumorPersonalizationWidget(ScriptedLoadableModuleWidget, slicer.util.VTKOb
         self.ui.applyButton.toolTip = (f"Select: {', '.join(missing)}" if missing else
                                        "Running..." if busy else "Personalize the growth model")
 
-    def _updateMethodWidgets(self, index=None):
+    def _updateMethodWidgets(self):
         if not self._parameterNode:
             return
         key = self._parameterNode.method.value
