@@ -54,7 +54,7 @@ def test_ui_loads_with_quiloader():
 
 def test_every_widget_the_code_names_exists():
     named = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
-    assert {"applyButton", "cancelButton", "progressBar", "methodComboBox"} <= named
+    assert {"applyButton", "cancelButton", "progressBar", "tmcmcSettingsGroupBox", "methodStatusLabel"} <= named
     missing = named - set(_widgets())
     assert not missing, f"the Widget uses widgets the .ui lacks: {sorted(missing)}"
 
