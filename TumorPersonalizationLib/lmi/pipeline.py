@@ -155,6 +155,11 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
             notes.append(f"the network's {key} = {estimate[key]:.3g} lay outside the trained range "
                          f"[{low:g}, {high:g}] and was clipped to it")
             estimate[key] = float(np.clip(estimate[key], low, high))
+    labels = encode_labels(t1gd_net, flair_net | t1gd_net)
+    crop_size = int(config["input"]["crop_size"])
+    if np.count_nonzero(crop_labels(labels[None], crop_size)[0]) < np.count_nonzero(labels):
+        notes.append(f"the lesion extends beyond the network's {crop_size}^3 input cube around the enhancing core; "
+                     f"the network saw only the part inside it")
     voxel_ml = float(np.prod(net_geometry.spacing_mm)) / 1000.0
     t1gd_ml, flair_ml = t1gd_net.sum() * voxel_ml, (flair_net | t1gd_net).sum() * voxel_ml
     acceptance = config["acceptance"]
