@@ -116,3 +116,17 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     config["training"]["batch_size"] = 16
     with pytest.raises(InputError, match="another config"):
         train(config, tmp_path / "data", tmp_path / "run", log=lambda *_: None)
+
+
+def test_the_thesis_size_config_describes_a_valid_setup():
+    from TumorPersonalizationLib.imaging.atlas import load_atlas
+    from TumorPersonalizationLib.lmi.config import lmi_dir, network_geometry
+
+    config = load_config(lmi_dir() / "config_full_gpu.json")
+    geometry = network_geometry(load_atlas(), config)  # raises if the grid does not cover the atlas brain
+    assert geometry.shape == (128, 128, 128) and geometry.spacing_mm == (1.5, 1.5, 1.5)
+    # The crop covers the same 120 mm as the CPU config's, and offsets scale with the finer voxels.
+    cpu = load_config()
+    assert config["input"]["crop_size"] * 1.5 == cpu["input"]["crop_size"] * cpu["grid"]["spacing_mm"]
+    assert target_scaling(config).upper[2] * 1.5 == target_scaling(cpu).upper[2] * cpu["grid"]["spacing_mm"]
+    assert InverseNet.from_config(config).head.in_features == 64
