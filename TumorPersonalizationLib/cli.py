@@ -16,6 +16,8 @@ import numpy as np
 from . import __version__
 from .errors import Cancelled, InputError
 
+REFINE_EVALUATIONS = 300  # lmi/refinement.DEFAULT_EVALUATIONS (not imported: the CLI starts without torch/scipy)
+
 
 class ProgressBar:
     """A tqdm bar on stderr driven by fractions in [0, 1]; usable as a Lib progress callback."""
@@ -257,8 +259,9 @@ def _add_personalize(sub) -> None:
     lmi = p.add_argument_group("Learn-Morph-Infer (--method lmi)")
     lmi.add_argument("--t1", type=Path, help="the patient's T1 or T1Gd image (whole-head or skull-stripped)")
     lmi.add_argument("--refine", action="store_true",
-                     help="refine the network's estimate with a short Nelder-Mead search (about 100 simulations)")
-    lmi.add_argument("--refine-evaluations", type=int, default=100, help="simulations allowed in --refine")
+                     help="refine the network's estimate with a short Nelder-Mead search (a few seconds)")
+    lmi.add_argument("--refine-evaluations", type=int, default=REFINE_EVALUATIONS,
+                     help=f"simulations allowed in --refine (default {REFINE_EVALUATIONS})")
     lmi.add_argument("--skull-stripped", choices=["auto", "yes", "no"], default="auto",
                      help="is --t1 skull-stripped? (auto: decided from the image's foreground volume)")
     lmi.add_argument("--weights", type=Path, help="trained network (default Resources/LMI/inverse_net.pt)")
@@ -286,7 +289,7 @@ FAST_SAMPLES = 320
 # Options of one method, with their defaults: given with the other method, they are refused rather than ignored.
 _TMCMC_ONLY = {"samples": 2048, "fast": False, "workers": None, "dask_scheduler": None, "grid_mm": None,
                "ratio": 10.0, "pet": None, "wm": None, "gm": None, "csf": None}
-_LMI_ONLY = {"t1": None, "refine": False, "refine_evaluations": 100, "skull_stripped": "auto", "weights": None}
+_LMI_ONLY = {"t1": None, "refine": False, "refine_evaluations": REFINE_EVALUATIONS, "skull_stripped": "auto", "weights": None}
 
 
 def _refuse_options_of_other_method(args) -> None:

@@ -4,7 +4,7 @@
    training): the network's estimate is simulated on the network grid and compared with the ground-truth
    simulation: mean absolute error of the density within WM, GM and CSF (hard labels of the atlas maps) and Dice of
    {c >= level} at 0.01, 0.1 and 0.8 (the thesis' table, chapter 7). The first ``--refine-cases`` cases are also
-   refined (Nelder-Mead, 100 simulations each) and scored the same way.
+   refined (Nelder-Mead, at most ``--refine-evaluations`` simulations each) and scored the same way.
 2. End to end: the example patient (Resources/ExamplePatient: SRI24 anatomy, 1 mm, synthetic tumor) through the
    whole pipeline, seconds per stage, without and with refinement, and its density against the truth.
 
@@ -32,7 +32,7 @@ from TumorPersonalizationLib.lmi.config import network_domain, network_tissue  #
 from TumorPersonalizationLib.lmi.parameters import from_time_independent  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import (default_weights, mu_bounds,  # noqa: E402
                                                   nearest_domain_voxel, personalize_lmi, predict_labels)
-from TumorPersonalizationLib.lmi.refinement import refine  # noqa: E402
+from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS, refine  # noqa: E402
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402
 from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402 (type of simulate_targets' domain)
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--cases", type=int, default=600)
     parser.add_argument("--refine-cases", type=int, default=40)
-    parser.add_argument("--refine-evaluations", type=int, default=100)
+    parser.add_argument("--refine-evaluations", type=int, default=DEFAULT_EVALUATIONS)
     parser.add_argument("--skip-test-set", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, help="write the numbers here")

@@ -96,3 +96,10 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     code, _, err = run(tmcmc, capsys)
     assert code == 2 and "--t1 is not used by --method tmcmc" in err
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))
+
+
+def test_the_cli_default_number_of_refinement_simulations_is_the_library_default():
+    from TumorPersonalizationLib import cli
+    from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS
+
+    assert cli.REFINE_EVALUATIONS == DEFAULT_EVALUATIONS

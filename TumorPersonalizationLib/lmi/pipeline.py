@@ -31,10 +31,9 @@ from .config import lmi_dir, network_domain, network_geometry, network_tissue, t
 from .dataset import absolute_targets, encode_labels
 from .inputs import assemble, crop_labels
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
-from .refinement import mask_fit, refine
+from .refinement import DEFAULT_EVALUATIONS, mask_fit, refine
 from .training import WEIGHTS_NAME, load_network
 
-DEFAULT_REFINE_EVALUATIONS = 100
 
 
 def default_weights() -> Path:
@@ -81,7 +80,7 @@ def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
 
 def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1Gd", "FLAIR"),
                     refine_fit: bool = False,
-                    refine_evaluations: int = DEFAULT_REFINE_EVALUATIONS, skull_stripped: bool | None = None,
+                    refine_evaluations: int = DEFAULT_EVALUATIONS, skull_stripped: bool | None = None,
                     weights=None, registration_settings: RegistrationSettings = RegistrationSettings(),
                     progress=None) -> tuple[Personalization, TissueMaps, Observation]:
     """Personalize the Fisher-Kolmogorov model to one patient with Learn-Morph-Infer.

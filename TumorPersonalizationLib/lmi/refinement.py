@@ -22,6 +22,10 @@ from ..errors import InputError
 from ..models.fisher_kolmogorov import Domain
 from .parameters import from_time_independent
 
+DEFAULT_EVALUATIONS = 300
+"""Simulations allowed by default. On 40 test cases the search converged after 143 on average; a cap of 100
+(hit in most cases) gave Dice 0.838 / 0.870 / 0.731 at c = 0.01 / 0.1 / 0.8, a cap of 300 0.874 / 0.905 / 0.739."""
+
 T1GD_LEVELS = np.linspace(0.5, 0.85, 8)
 FLAIR_LEVELS = np.linspace(0.05, 0.5, 10)
 
@@ -61,7 +65,7 @@ def _mu(x: np.ndarray) -> tuple[float, float]:
 
 
 def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, mu2: float, seed_index, *,
-           max_evaluations: int = 100, mu_bounds=((0.5, 40.0), (0.2, 10.0)), progress=None) -> dict:
+           max_evaluations: int = DEFAULT_EVALUATIONS, mu_bounds=((0.5, 40.0), (0.2, 10.0)), progress=None) -> dict:
     """Nelder-Mead over (log(mu1 mu2), log(mu1 / mu2), seed) from the network's estimate.
 
     Parameters
