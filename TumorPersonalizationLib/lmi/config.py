@@ -57,15 +57,12 @@ def network_geometry(atlas, config: dict):
 @lru_cache(maxsize=2)
 def _cached_tissue(config_json: str):
     from ..imaging.atlas import load_atlas
-    from ..imaging.io import resample_smooth
-    from ..imaging.tissue import TissueMaps
+    from ..imaging.tissue import TissueMaps, resample_tissue
 
     atlas = load_atlas()
     geometry = network_geometry(atlas, json.loads(config_json))
-    maps = [resample_smooth(v, geometry) for v in (atlas.wm, atlas.gm, atlas.csf)]
-    total = np.maximum(sum(m.array for m in maps), 1.0)  # interpolation can push the sum a hair above 1
-    wm, gm, csf = (m.like(np.clip(m.array / total, 0.0, 1.0).astype(np.float32)) for m in maps)
-    return TissueMaps(wm, gm, csf, resample_smooth(atlas.t1, geometry), "bundled atlas on the LMI network grid")
+    return resample_tissue(TissueMaps(atlas.wm, atlas.gm, atlas.csf, atlas.t1), geometry,
+                           "bundled atlas on the LMI network grid")
 
 
 def network_tissue(config: dict):

@@ -48,19 +48,19 @@ def _to_network_grid(mask_in_atlas: Volume, geometry) -> np.ndarray:
 def predict_labels(model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
                    batch_size: int = 32) -> np.ndarray:
     """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 5) mu1 (mm), mu2, seed (network-grid index)."""
-    crops, origins, centres = crop_labels(labels, int(config["input"]["crop_size"]))
+    return predict_crops(model, config, *crop_labels(labels, int(config["input"]["crop_size"])), tissue_wm_gm,
+                         batch_size)
+
+
+def predict_crops(model, config: dict, crops: np.ndarray, origins: np.ndarray, centres: np.ndarray,
+                  tissue_wm_gm: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """:func:`predict_labels` from the lesion-centred crops of :func:`~.inputs.crop_labels`."""
     scaled = []
     with torch.no_grad():
-        for start in range(0, len(labels), batch_size):
+        for start in range(0, len(crops), batch_size):
             part = slice(start, start + batch_size)
             scaled.append(model(torch.from_numpy(assemble(crops[part], origins[part], tissue_wm_gm))).numpy())
     return absolute_targets(target_scaling(config).unscale(np.concatenate(scaled)), centres)
-
-
-def predict(model, config: dict, t1gd: np.ndarray, flair: np.ndarray, tissue_wm_gm: np.ndarray) -> dict:
-    """Network estimate from masks on the network grid: mu1 (mm), mu2, seed (continuous network-grid index)."""
-    natural = predict_labels(model, config, encode_labels(t1gd, flair)[None], tissue_wm_gm)[0]
-    return {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": natural[2:5].tolist()}
 
 
 def mu_bounds(config: dict) -> tuple:
@@ -138,6 +138,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     t1gd_atlas = registration.to_atlas(observation.t1gd, "nearest")
     flair_atlas = registration.to_atlas(observation.flair, "nearest")
     t1gd_net, flair_net = _to_network_grid(t1gd_atlas, net_geometry), _to_network_grid(flair_atlas, net_geometry)
+    flair_net |= t1gd_net  # resampling can break FLAIR containing T1Gd at the edges
     if not t1gd_net.any():
         raise InputError("the T1Gd lesion vanished when warped to the atlas (is it smaller than the 3 mm grid, or "
                          "outside the registered brain?)")
@@ -146,7 +147,11 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     report_progress(0.4, "predicting the growth parameters")
     tissue_net = network_tissue(config)
     wm_gm = np.stack([tissue_net.wm.array, tissue_net.gm.array])
-    estimate = predict(model, config, t1gd_net, flair_net | t1gd_net, wm_gm)
+    labels = encode_labels(t1gd_net, flair_net)[None]
+    crop_size = int(config["input"]["crop_size"])
+    crops, origins, centres = crop_labels(labels, crop_size)
+    natural = predict_crops(model, config, crops, origins, centres, wm_gm)[0]
+    estimate = {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": natural[2:5].tolist()}
     notes = []
     bounds = mu_bounds(config)
     for key, (low, high) in zip(("mu1", "mu2"), bounds):
@@ -154,13 +159,11 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
             notes.append(f"the network's {key} = {estimate[key]:.3g} lay outside the trained range "
                          f"[{low:g}, {high:g}] and was clipped to it")
             estimate[key] = float(np.clip(estimate[key], low, high))
-    labels = encode_labels(t1gd_net, flair_net | t1gd_net)
-    crop_size = int(config["input"]["crop_size"])
-    if np.count_nonzero(crop_labels(labels[None], crop_size)[0]) < np.count_nonzero(labels):
+    if np.count_nonzero(crops) < np.count_nonzero(labels):
         notes.append(f"the lesion extends beyond the network's {crop_size}^3 input cube around the enhancing core; "
                      f"the network saw only the part inside it")
     voxel_ml = float(np.prod(net_geometry.spacing_mm)) / 1000.0
-    t1gd_ml, flair_ml = t1gd_net.sum() * voxel_ml, (flair_net | t1gd_net).sum() * voxel_ml
+    t1gd_ml, flair_ml = t1gd_net.sum() * voxel_ml, flair_net.sum() * voxel_ml
     acceptance = config["acceptance"]
     if t1gd_ml < acceptance["t1gd_min_ml"] or not acceptance["flair_min_ml"] <= flair_ml <= acceptance["flair_max_ml"]:
         notes.append(f"lesion in atlas space (T1Gd {t1gd_ml:.1f} mL, FLAIR {flair_ml:.1f} mL) is outside the sizes "
@@ -189,7 +192,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     seed_ras = atlas.wm.geometry.index_to_ras(seed_atlas)  # the seed as simulated
     density_atlas = atlas.wm.like(atlas_domain.simulate(
         dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
-    fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net | t1gd_net)
+    fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net)
     lap("simulation")
 
     report_progress(0.9, "warping the density back to the patient")
