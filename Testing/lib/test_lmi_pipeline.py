@@ -58,7 +58,7 @@ def test_refinement_moves_a_perturbed_estimate_towards_the_truth():
     mu1, mu2 = 8.0, 3.5
     truth = domain.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), seed)
     t1gd, flair = truth >= 0.7, truth >= 0.2
-    assert mask_fit(truth, t1gd, flair).objective < 0.08  # the truth itself fits (soft Dice close to 1)
+    assert mask_fit(truth, t1gd, flair).objective < 0.08  # the truth itself fits (Dice close to 1)
     start = (mu1 * 1.3, mu2 * 0.8, seed + [2.0, -2.0, 1.0])
     result = refine(domain, t1gd, flair, *start, max_evaluations=40)
     assert result["evaluations"] <= 40
@@ -69,6 +69,31 @@ def test_refinement_moves_a_perturbed_estimate_towards_the_truth():
 
     # Judged against the true density, not the objective the search optimised.
     assert density_error(result["mu1"], result["mu2"], result["seed_index"]) < 0.7 * density_error(*start)
+
+
+def _linear_radial_profile(c_at_6: float, c_at_9: float) -> np.ndarray:
+    """A 40^3 density falling linearly with the distance r (voxels) from the centre, given at r = 6 and r = 9."""
+    r = np.linalg.norm(np.indices((40, 40, 40)) - 19.5, axis=0)
+    slope = (c_at_6 - c_at_9) / 3.0
+    return np.clip(c_at_6 - slope * (r - 6.0), 0.0, 1.0)
+
+
+def test_mask_fit_judges_edges_alike_for_any_steepness_and_integrates_the_levels_out():
+    r = np.linalg.norm(np.indices((40, 40, 40)) - 19.5, axis=0)
+    t1gd, flair = r <= 6.0, r <= 9.0
+    # Both profiles cross a T1Gd level at r = 6 and a FLAIR level at r = 9 (levels on the searched grid).
+    steep, diffuse = _linear_radial_profile(0.75, 0.25), _linear_radial_profile(0.55, 0.45)
+    fitted = [mask_fit(c, t1gd, flair, scale=np.inf) for c in (steep, diffuse)]
+    for fit in fitted:
+        assert fit.dice_t1gd > 0.93 and fit.dice_flair > 0.93, fit  # boundary voxels count in part
+    assert abs(fitted[0].objective - fitted[1].objective) < 0.01  # fitting the levels: no preference
+    assert (fitted[0].uc_t1gd, fitted[0].uc_flair) == pytest.approx((0.75, 0.25), abs=0.03)
+    assert (fitted[1].uc_t1gd, fitted[1].uc_flair) == pytest.approx((0.55, 0.45), abs=0.03)
+    # Integrating them out: the steep profile explains the masks over a wider range of levels.
+    assert mask_fit(steep, t1gd, flair).objective < mask_fit(diffuse, t1gd, flair).objective - 0.005
+    # A density far from the lesion explains nothing, and no empty voxel counts towards it.
+    away = np.roll(steep, 20, axis=0)
+    assert mask_fit(away, t1gd, flair, scale=np.inf).objective > 0.99
 
 
 def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
