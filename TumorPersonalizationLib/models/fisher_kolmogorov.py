@@ -91,6 +91,12 @@ def _positive(name, value):
     return value
 
 
+def nearest_voxel(index, shape) -> tuple:
+    """The voxel (i, j, k) whose centre is nearest to a continuous index, clipped to a grid of ``shape``."""
+    return tuple(int(v) for v in np.clip(np.rint(np.asarray(index, dtype=float)).astype(int), 0,
+                                         np.asarray(shape) - 1))
+
+
 class Domain:
     """Tissue maps prepared for repeated simulations (crop, diffusivity, stability bound).
 
@@ -145,7 +151,7 @@ class Domain:
         if np.any(seed < -0.5) or np.any(seed > np.asarray(self.full_shape) - 0.5):
             raise InputError(f"{name}: voxel position {np.round(seed, 2).tolist()} lies outside the image "
                              f"of shape {self.full_shape}")
-        nearest = tuple(np.clip(np.rint(seed).astype(int), 0, np.asarray(self.full_shape) - 1))
+        nearest = nearest_voxel(seed, self.full_shape)
         if not self.inside[nearest]:
             raise InputError(f"{name}: voxel {[int(v) for v in nearest]} lies in CSF or background "
                              f"(WM + GM < {DOMAIN_THRESHOLD}); place the seed in white or grey matter")

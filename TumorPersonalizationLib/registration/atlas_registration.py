@@ -27,7 +27,6 @@ Timing (default settings, 2 CPU cores, SimpleITK 2.5.7), measured with ``bench/r
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,6 +35,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..imaging.io import apply_geometry_to_sitk, from_sitk, to_sitk
 from ..imaging.volume import Geometry, Volume
+from ..stage_timer import StageTimer
 from ..validation import binary
 from . import stages
 
@@ -236,10 +236,15 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
     skull_stripped = bool(skull_stripped)
     report = {"skull_stripped": skull_stripped, "tumor_masked": tumor is not None,
               "settings": asdict(settings), "seconds": {}}
-    clock = _StageClock(report["seconds"], progress)
+    timer = StageTimer(report["seconds"])
+
+    def stage(name: str, fraction: float) -> None:
+        timer.start(name)
+        if progress is not None:
+            progress(fraction, f"registration: {name}")
 
     # -- working grids ----------------------------------------------------------------------------------------
-    clock.start("resampling", 0.0)
+    stage("resampling", 0.0)
     atlas_t1 = atlas.t1_stripped if skull_stripped else atlas.t1
     atlas_image = to_sitk(atlas_t1.like(atlas_t1.array.astype(np.float32)))
     atlas_grid = stages.grid_like(atlas_image, settings.working_spacing_mm)
@@ -251,7 +256,7 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
     tumor_work = None if tumor is None else _dilated_tumor(patient_t1.like(tumor), patient_grid, settings)
 
     # -- affine ---------------------------------------------------------------------------------------------------
-    clock.start("affine", 0.05)
+    stage("affine", 0.05)
     moving_mask = None if tumor_work is None else sitk.Cast(1 - tumor_work, sitk.sitkUInt8)
     affine, mi = stages.affine_stage(
         fixed, moving, moving_mask=moving_mask, level_spacings_mm=settings.affine_levels_mm,
@@ -260,7 +265,7 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
     report["affine_mattes_mi"] = mi
 
     # -- deformable -----------------------------------------------------------------------------------------------
-    clock.start("deformable", 0.3)
+    stage("deformable", 0.3)
     aligned = stages.match_intensities(stages.smooth_resample(moving, atlas_grid, affine), fixed)
     aligned_array = sitk.GetArrayFromImage(aligned)
     fixed_array = sitk.GetArrayFromImage(fixed)
@@ -285,11 +290,13 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
     _check_similarity(report, "deformable", settings.min_correlation, skull_stripped)
 
     # -- inverse --------------------------------------------------------------------------------------------------
-    clock.start("inverse", 0.85)
+    stage("inverse", 0.85)
     inverse_field = stages.invert_field(field, settings.inverse_iterations)
     report["inverse_residual_mm"] = stages.inverse_consistency_mm(field, inverse_field, brain)
     report["jacobian_determinant_in_brain"] = stages.jacobian_determinant_stats(field, brain)
-    clock.stop(1.0)
+    timer.stop()
+    if progress is not None:
+        progress(1.0, "registration: done")
     report["seconds"]["total"] = float(sum(report["seconds"].values()))
     return Registration(atlas_t1.geometry, patient_t1.geometry, affine, field, inverse_field, report)
 
@@ -314,25 +321,6 @@ def looks_skull_stripped(t1: Volume) -> bool:
     array = np.asarray(t1.array)
     foreground_ml = np.count_nonzero(array > array.min()) * t1.geometry.voxel_volume_ml
     return bool(foreground_ml < SKULL_STRIPPED_MAX_FOREGROUND_ML)
-
-
-class _StageClock:
-    """Wall-clock seconds per named stage, and the progress callback at each stage boundary."""
-
-    def __init__(self, seconds: dict, progress):
-        self.seconds, self.progress = seconds, progress
-        self.name, self.t0 = None, None
-
-    def start(self, name: str, fraction: float) -> None:
-        self.stop(fraction, f"registration: {name}")
-        self.name, self.t0 = name, time.perf_counter()
-
-    def stop(self, fraction: float, message: str = "registration: done") -> None:
-        if self.name is not None:
-            self.seconds[self.name] = round(time.perf_counter() - self.t0, 3)
-            self.name = None
-        if self.progress is not None:
-            self.progress(float(fraction), message)
 
 
 def _validated_t1(t1: Volume) -> np.ndarray:
