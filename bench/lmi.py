@@ -10,7 +10,7 @@
 
 Usage::
 
-    python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--skip-e2e] [--json out.json]
+    python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--workers 2] [--skip-e2e] [--json out.json]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from TumorPersonalizationLib.execution import make_executor  # noqa: E402
 from TumorPersonalizationLib.imaging.io import read_volume  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
@@ -61,6 +62,35 @@ def print_table(title: str, rows: dict) -> None:
         print(f"{name:28s}" + "".join(f"{values.get(k, float('nan')):11.3f}" for k in keys))
 
 
+SCORE_KEYS = ("MAE WM", "MAE GM", "MAE CSF", *(f"Dice {level:g}" for level in LEVELS))
+
+
+class RefineCases:
+    """Refines test cases by index and scores them against their truth: (n, 10) array of SCORE_KEYS, then
+    evaluations, seconds, objective before, objective after. Picklable: loads the data in the worker."""
+
+    def __init__(self, data_dir, config: dict, predicted: np.ndarray, evaluations: int):
+        self.data_dir, self.config, self.predicted, self.evaluations = data_dir, config, predicted, evaluations
+        self._data = None
+
+    def __call__(self, indices) -> np.ndarray:
+        if self._data is None:
+            self._data = dataset.load_split(self.data_dir, "test", limit=len(self.predicted))
+        domain, tissue = network_domain(self.config), network_tissue(self.config)
+        out = []
+        for i in np.asarray(indices, dtype=int):
+            labels, p = self._data["labels"][i], self._data["parameters"][i]
+            truth = domain.simulate(p[0], p[1], p[2], p[3:6])
+            seed = nearest_domain_voxel(domain.inside, self.predicted[i, 2:5])
+            r = refine(domain, labels == 2, labels > 0, self.predicted[i, 0], self.predicted[i, 1], seed,
+                       max_evaluations=self.evaluations, mu_bounds=mu_bounds(self.config))
+            refined = simulate_targets(domain, np.array([[r["mu1"], r["mu2"], *r["seed_index"]]]))[0]
+            scores = score(refined, truth, tissue)
+            out.append([scores[key] for key in SCORE_KEYS] + [r["evaluations"], r["seconds"],
+                                                              r["start"]["objective"], r["end"]["objective"]])
+        return np.array(out)
+
+
 def simulate_targets(domain: Domain, targets: np.ndarray) -> np.ndarray:
     """(n, 5) mu1, mu2, seed -> (n, ni, nj, nk) densities (seeds moved into the domain if needed)."""
     dw, rho, days = from_time_independent(targets[:, 0], targets[:, 1])
@@ -84,7 +114,7 @@ def test_set(args, model, config) -> dict:
     print(f"{n} test cases; network {1000 * network_s:.1f} ms/case; median relative error mu1 "
           f"{np.median(rel[:, 0]):.3f}, mu2 {np.median(rel[:, 1]):.3f}; seed error median {np.median(seed_mm):.1f} mm, "
           f"mean {seed_mm.mean():.1f} mm", flush=True)
-    rows, refined_rows, network_rows_subset, refine_info = [], [], [], []
+    rows = []
     chunk = 50
     for begin in range(0, n, chunk):
         part = slice(begin, min(begin + chunk, n))
@@ -92,17 +122,19 @@ def test_set(args, model, config) -> dict:
         guess = simulate_targets(domain, predicted[part])
         rows += [score(g, t, tissue) for g, t in zip(guess, truth)]
         print(f"  scored {len(rows)}/{n}", flush=True)
-        for i in range(part.start, part.stop):
-            if i >= args.refine_cases:
-                break
-            labels = data["labels"][i]
-            seed = nearest_domain_voxel(domain.inside, predicted[i, 2:5])
-            r = refine(domain, labels == 2, labels > 0, predicted[i, 0], predicted[i, 1], seed,
-                       max_evaluations=args.refine_evaluations, mu_bounds=mu_bounds(config))
-            refined = simulate_targets(domain, np.array([[r["mu1"], r["mu2"], *r["seed_index"]]]))[0]
-            refined_rows.append(score(refined, truth[i - part.start], tissue))
-            network_rows_subset.append(rows[i])
-            refine_info.append((r["evaluations"], r["seconds"], r["start"]["objective"], r["end"]["objective"]))
+    refined_rows, refine_info = [], []
+    k = min(args.refine_cases, n)
+    if k:
+        executor = make_executor(RefineCases(args.data, config, predicted[:k], args.refine_evaluations),
+                                 args.workers)
+        start = time.perf_counter()
+        for begin in range(0, k, chunk):  # in chunks, to show progress
+            out = executor(np.arange(begin, min(begin + chunk, k)))
+            refined_rows += [dict(zip(SCORE_KEYS, r[:len(SCORE_KEYS)])) for r in out]
+            refine_info += [r[len(SCORE_KEYS):] for r in out]
+            print(f"  refined {len(refined_rows)}/{k} ({time.perf_counter() - start:.0f} s)", flush=True)
+        executor.close()
+    network_rows_subset = rows[:k]
     results = {"network": summarise(rows)}
     table = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}
     if refined_rows:
@@ -157,6 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=600)
     parser.add_argument("--refine-cases", type=int, default=40)
     parser.add_argument("--refine-evaluations", type=int, default=DEFAULT_EVALUATIONS)
+    parser.add_argument("--workers", type=int, default=1, help="processes for the refinement")
     parser.add_argument("--skip-test-set", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, help="write the numbers here")
