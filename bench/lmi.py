@@ -69,21 +69,24 @@ class RefineCases:
     """Refines test cases by index and scores them against their truth: (n, 10) array of SCORE_KEYS, then
     evaluations, seconds, objective before, objective after. Picklable: loads the data in the worker."""
 
-    def __init__(self, data_dir, config: dict, predicted: np.ndarray, evaluations: int):
+    def __init__(self, data_dir, config: dict, predicted: np.ndarray, evaluations: int, parallel: bool):
         self.data_dir, self.config, self.predicted, self.evaluations = data_dir, config, predicted, evaluations
-        self._data = None
+        self.parallel = parallel  # False when several workers share the cores
+        self._data = self._grid = None
 
     def __call__(self, indices) -> np.ndarray:
         if self._data is None:
             self._data = dataset.load_split(self.data_dir, "test", limit=len(self.predicted))
-        domain, tissue = network_domain(self.config), network_tissue(self.config)
+            self._grid = network_domain(self.config), network_tissue(self.config)
+        domain, tissue = self._grid
         out = []
         for i in np.asarray(indices, dtype=int):
             labels, p = self._data["labels"][i], self._data["parameters"][i]
-            truth = domain.simulate(p[0], p[1], p[2], p[3:6])
+            truth = domain.simulate(p[0], p[1], p[2], p[3:6], parallel=self.parallel)
             seed = nearest_domain_voxel(domain.inside, self.predicted[i, 2:5])
             r = refine(domain, labels == 2, labels > 0, self.predicted[i, 0], self.predicted[i, 1], seed,
-                       max_evaluations=self.evaluations, mu_bounds=mu_bounds(self.config))
+                       max_evaluations=self.evaluations, mu_bounds=mu_bounds(self.config),
+                       parallel=self.parallel)
             refined = simulate_targets(domain, np.array([[r["mu1"], r["mu2"], *r["seed_index"]]]))[0]
             scores = score(refined, truth, tissue)
             out.append([scores[key] for key in SCORE_KEYS] + [r["evaluations"], r["seconds"],
@@ -125,15 +128,17 @@ def test_set(args, model, config) -> dict:
     refined_rows, refine_info = [], []
     k = min(args.refine_cases, n)
     if k:
-        executor = make_executor(RefineCases(args.data, config, predicted[:k], args.refine_evaluations),
-                                 args.workers)
+        executor = make_executor(RefineCases(args.data, config, predicted[:k], args.refine_evaluations,
+                                             parallel=args.workers == 1), args.workers)
         start = time.perf_counter()
-        for begin in range(0, k, chunk):  # in chunks, to show progress
-            out = executor(np.arange(begin, min(begin + chunk, k)))
-            refined_rows += [dict(zip(SCORE_KEYS, r[:len(SCORE_KEYS)])) for r in out]
-            refine_info += [r[len(SCORE_KEYS):] for r in out]
-            print(f"  refined {len(refined_rows)}/{k} ({time.perf_counter() - start:.0f} s)", flush=True)
-        executor.close()
+        try:
+            for begin in range(0, k, chunk):  # in chunks, to show progress
+                out = executor(np.arange(begin, min(begin + chunk, k)))
+                refined_rows += [dict(zip(SCORE_KEYS, r[:len(SCORE_KEYS)])) for r in out]
+                refine_info += [r[len(SCORE_KEYS):] for r in out]
+                print(f"  refined {len(refined_rows)}/{k} ({time.perf_counter() - start:.0f} s)", flush=True)
+        finally:
+            executor.close()
     network_rows_subset = rows[:k]
     results = {"network": summarise(rows)}
     table = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}

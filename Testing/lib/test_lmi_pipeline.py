@@ -96,6 +96,49 @@ def test_mask_fit_judges_edges_alike_for_any_steepness_and_integrates_the_levels
     assert mask_fit(away, t1gd, flair, scale=np.inf).objective > 0.99
 
 
+def test_level_marginal_is_a_soft_minimum_of_the_misfit_over_levels():
+    from TumorPersonalizationLib.lmi.refinement import _level_marginal
+
+    assert _level_marginal(np.full(7, 0.8), 100.0) == pytest.approx(0.2)  # one Dice at every level: 1 - Dice
+    dice = np.array([0.2, 0.5, 0.9, 0.6])
+    assert _level_marginal(dice, np.inf) == pytest.approx(0.1)  # the best level
+    assert _level_marginal(dice, 1e-6) == pytest.approx(np.mean(1 - dice), abs=1e-6)  # flat: the mean misfit
+    assert 0.1 < _level_marginal(dice, 10.0) < np.mean(1 - dice)
+
+
+def _full_grid_best_dice(density, mask, levels):
+    """Partial-volume Dice at the best level, on the whole grid without cropping (the reference)."""
+    step = np.maximum(np.sqrt(sum(g * g for g in np.gradient(density.astype(float)))), 1e-6)
+    best = 0.0
+    for level in levels:
+        predicted = np.clip(0.5 + (density - level) / step, 0, 1)
+        best = max(best, 2 * predicted[mask].sum() / (predicted.sum() + mask.sum()))
+    return best
+
+
+def test_mask_fit_crops_without_changing_the_result_even_at_the_grid_edge():
+    from TumorPersonalizationLib.lmi.refinement import FLAIR_LEVELS, T1GD_LEVELS
+
+    density = np.roll(_linear_radial_profile(0.8, 0.3), (17, 5), axis=(0, 1))  # centre 2.5 voxels from an edge
+    t1gd, flair = density >= 0.7, density >= 0.2  # not the profile's own levels: Dice below 1
+    fit = mask_fit(density, t1gd, flair, scale=np.inf)
+    assert fit.dice_t1gd == pytest.approx(_full_grid_best_dice(density, t1gd, T1GD_LEVELS), rel=1e-9)
+    assert fit.dice_flair == pytest.approx(_full_grid_best_dice(density, flair, FLAIR_LEVELS), rel=1e-9)
+
+
+def test_mask_fit_does_not_mistake_the_domain_edge_for_a_steep_tumor_edge():
+    density = _linear_radial_profile(0.75, 0.25)
+    inside = np.ones(density.shape, bool)
+    inside[:18] = False  # a CSF slab through the tumor: the solver's density is 0 there
+    density[~inside] = 0.0
+    t1gd, flair = density >= 0.75, density >= 0.25
+    with_domain = mask_fit(density, t1gd, flair, inside, scale=np.inf)
+    without = mask_fit(density, t1gd, flair, scale=np.inf)
+    assert with_domain.dice_t1gd > 0.93 and with_domain.dice_flair > 0.93, with_domain  # as far from any edge
+    assert with_domain.dice_t1gd > without.dice_t1gd + 0.005, (with_domain, without)
+    assert with_domain.objective < without.objective - 0.004, (with_domain, without)
+
+
 def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     t1 = read_volume(patient["t1"])
     shifted = Volume(read_volume(patient["t1gd"]).array, Geometry(t1.shape, t1.spacing_mm,

@@ -185,7 +185,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     seed_ras = atlas.wm.geometry.index_to_ras(seed_atlas)  # the seed as simulated
     density_atlas = atlas.wm.like(atlas_domain.simulate(
         dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
-    fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net)
+    fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net, net_domain.inside)
     timer.start("warp_to_patient")
 
     report_progress(0.9, "warping the density back to the patient")
@@ -205,7 +205,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
                   "uc_T1Gd": {"value": fit.uc_t1gd, "unit": "density", "note": "best fit, not predicted"},
                   "uc_FLAIR": {"value": fit.uc_flair, "unit": "density", "note": "best fit, not predicted"}}
     report = {"method": "lmi", "parameters": parameters, "network_estimate": estimate, "refinement": refinement,
-              "fit_in_atlas": vars(fit), "timings_s": timer.seconds, "total_s": round(sum(timer.seconds.values()), 3),
+              "fit_in_atlas": vars(fit), "timings_s": timer.seconds,
+              "total_s": round(sum(timer.seconds.values()), 3),
               "registration": registration.report, "weights": str(weights),
               "notes": notes + [IDENTIFIABILITY_NOTE, SEED_NOTE,
                         "Dw, rho and T follow from mu1, mu2 at the fixed front speed v; any v gives the same density."]}

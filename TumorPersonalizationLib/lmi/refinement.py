@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.optimize import minimize
 
 from ..errors import InputError
@@ -48,42 +49,58 @@ class Fit:
 
 def _dice_per_level(density: np.ndarray, step: np.ndarray, observed: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Dice of the partial-volume masks {c >= level} against ``observed`` (flat arrays), one per level."""
-    # Fraction of each voxel above the level if c varies linearly across it: 0.5 at the voxel centre when
-    # c == level, 0 or 1 one half-step away.
+    # Fraction of each voxel above the level, linear in c over a width ``step`` (mask_fit): 0.5 at the voxel
+    # centre when c == level, 0 or 1 half a step away.
     predicted = np.clip(0.5 + (density[None, :] - levels[:, None]) / step[None, :], 0.0, 1.0)
     overlap = predicted[:, observed].sum(axis=1)
-    return 2.0 * overlap / (predicted.sum(axis=1) + np.count_nonzero(observed))
+    total = predicted.sum(axis=1) + np.count_nonzero(observed)
+    return np.where(total > 0, 2.0 * overlap / np.maximum(total, 1e-12), 1.0)  # both empty: a perfect match
 
 
 def _level_marginal(dice: np.ndarray, scale: float) -> float:
-    """-log of the mean over levels of exp(-scale (1 - Dice)), divided by scale (the max when scale is inf)."""
+    """-log(mean over levels of exp(-scale (1 - Dice))) / scale; 1 - the best Dice when scale is inf."""
     misfit = 1.0 - dice
-    if np.isinf(scale):
-        return float(misfit.min())
     best = misfit.min()
+    if np.isinf(scale):
+        return float(best)
     return float(best - np.log(np.mean(np.exp(-scale * (misfit - best)))) / scale)
 
 
-def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray,
+def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: np.ndarray | None = None,
              scale: float = DICE_LIKELIHOOD_SCALE) -> Fit:
     """How well a density explains the two masks, the visibility levels being unknown (arrays on one grid).
 
-    The simulated masks are partial-volume masks: a voxel counts by the fraction of it where c >= level, taken
-    from the local gradient of c. Unlike a sigmoid of c - level, this smoothing is one voxel wide in space
-    whatever the steepness of the profile, and voxels with c = 0 count exactly 0; the Dice is continuous in the
-    model parameters, so the simplex does not stall on the plateaus of a hard Dice.
+    The simulated masks are partial-volume masks: a voxel counts by the fraction of it where c >= level,
+    approximated as linear in c over a width of one voxel times the gradient's length (central differences;
+    exact for a gradient along an axis, somewhat sharp for a diagonal one, whose range across the voxel is up to
+    sqrt(3) times wider but concentrated in the middle). Unlike a
+    sigmoid of c - level, this smoothing is one voxel wide in space whatever the steepness of the profile, and
+    voxels with c = 0 count 0; the Dice is continuous in the model parameters, so the simplex does not stall on
+    the plateaus of a hard Dice. ``inside`` (the solver's WM/GM domain, optional) keeps the edge of the domain
+    from looking like a steep edge of the tumor: outside it nothing counts, and the gradient there is taken
+    from the density continued with zero flux, as the solver treats that boundary.
 
     The levels are not fitted but integrated out under their uniform prior (the thesis' ranges, as in training),
     with exp(-scale (1 - Dice)) as likelihood. A diffuse profile matches the masks at one narrow pair of levels
     only; a steeper one over a range of them; fitting the levels instead (``scale = inf``) would not prefer
-    either, and the mask's edges alone do not tell the two apart.
+    either, and the mask's edges alone do not tell the two apart. The objective lies in [0, 1].
     """
+    if not scale > 0:
+        raise InputError(f"mask_fit: scale must be positive (or inf), got {scale}")
     t1gd, flair = np.asarray(t1gd, bool), np.asarray(flair, bool)
     # Only voxels that can be partly above the lowest level or are observed contribute: crop to their box.
     lowest = min(T1GD_LEVELS[0], FLAIR_LEVELS[0])
     box = _bounding_box((density >= 0.5 * lowest) | flair | t1gd, margin=2, shape=density.shape)
     c = np.asarray(density[box], dtype=np.float64)
+    outside = None
+    if inside is not None:
+        outside = ~np.asarray(inside, bool)[box]
+        if outside.any() and not outside.all():
+            _, nearest = ndimage.distance_transform_edt(outside, return_indices=True)
+            c = c[tuple(nearest)]
     step = np.maximum(np.sqrt(sum(g * g for g in np.gradient(c))), 1e-6)
+    if outside is not None:
+        c = np.where(outside, -np.inf, c)  # never above a level
     region = (c + 0.5 * step >= lowest) | flair[box] | t1gd[box]
     c, step = c[region], step[region]
     dice_t1 = _dice_per_level(c, step, t1gd[box][region], T1GD_LEVELS)
@@ -114,7 +131,7 @@ def _mu(x: np.ndarray) -> tuple[float, float]:
 
 def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, mu2: float, seed_index, *,
            max_evaluations: int = DEFAULT_EVALUATIONS, mu_bounds=((0.5, 40.0), (0.2, 10.0)),
-           likelihood_scale: float = DICE_LIKELIHOOD_SCALE, progress=None) -> dict:
+           likelihood_scale: float = DICE_LIKELIHOOD_SCALE, parallel: bool = True, progress=None) -> dict:
     """Nelder-Mead over (log(mu1 mu2), log(mu1 / mu2), seed) from the network's estimate.
 
     Parameters
@@ -130,6 +147,8 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
         The search stays in this box (the network's trained range): outside it, simulations grow large and slow.
     likelihood_scale : float
         How sharply the objective rewards Dice when integrating out the visibility levels (``mask_fit``).
+    parallel : bool
+        Let each simulation use every core (False in worker processes that run side by side).
     progress : callable(fraction) or None
         Called after each simulation; may raise Cancelled.
 
@@ -162,7 +181,8 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
         if progress is not None:
             progress(min(evaluations[0] / max_evaluations, 1.0))
         dw, rho, days = from_time_independent(mu1, mu2)
-        fit = mask_fit(domain.simulate(float(dw), float(rho), float(days), x[2:]), t1gd, flair, likelihood_scale)
+        density = domain.simulate(float(dw), float(rho), float(days), x[2:], parallel=parallel)
+        fit = mask_fit(density, t1gd, flair, domain.inside, likelihood_scale)
         fits[key] = fit
         return fit.objective
 

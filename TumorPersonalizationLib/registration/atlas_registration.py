@@ -239,9 +239,10 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
     timer = StageTimer(report["seconds"])
 
     def stage(name: str, fraction: float) -> None:
-        timer.start(name)
+        timer.stop()  # the callback's time (e.g. a GUI redraw) counts towards no stage
         if progress is not None:
             progress(fraction, f"registration: {name}")
+        timer.start(name)
 
     # -- working grids ----------------------------------------------------------------------------------------
     stage("resampling", 0.0)
