@@ -4,13 +4,16 @@
    training): the network's estimate is simulated on the network grid and compared with the ground-truth
    simulation: mean absolute error of the density within WM, GM and CSF (hard labels of the atlas maps) and Dice of
    {c >= level} at 0.01, 0.1 and 0.8 (the thesis' table, chapter 7). The first ``--refine-cases`` cases are also
-   refined (Nelder-Mead, at most ``--refine-evaluations`` simulations each) and scored the same way.
+   refined (Nelder-Mead, at most ``--refine-evaluations`` simulations each) and scored the same way. With
+   ``--ablation-cases N``, the first N cases are also scored with true values swapped in for some of the network's
+   (mu1, mu2, seed): which estimate costs the most Dice.
 2. End to end: the example patient (Resources/ExamplePatient: SRI24 anatomy, 1 mm, synthetic tumor) through the
    whole pipeline, seconds per stage, without and with refinement, and its density against the truth.
 
 Usage::
 
-    python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--workers 2] [--skip-e2e] [--json out.json]
+    python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--workers 2] [--ablation-cases 100]
+                        [--skip-e2e] [--json out.json]
 """
 from __future__ import annotations
 
@@ -101,6 +104,29 @@ def simulate_targets(domain: Domain, targets: np.ndarray) -> np.ndarray:
     return domain.simulate_batch(dw, rho, days, seeds)
 
 
+ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
+    "network": (),
+    "true mu1, mu2; network's seed": (0, 1),
+    "true seed; network's mu1, mu2": (2, 3, 4),
+    "true mu1 and seed; network's mu2": (0, 2, 3, 4),
+    "true mu2 and seed; network's mu1": (1, 2, 3, 4),
+}
+
+
+def ablation(domain, tissue, predicted: np.ndarray, data: dict, n: int) -> dict:
+    """Mean scores of the first ``n`` cases with the ABLATIONS' true values swapped into the network's estimate."""
+    p = data["parameters"][:n]
+    truth = domain.simulate_batch(p[:, 0], p[:, 1], p[:, 2], p[:, 3:6])
+    results = {}
+    for name, columns in ABLATIONS.items():
+        mixed = np.array(predicted[:n], dtype=np.float64, copy=True)
+        mixed[:, list(columns)] = data["targets"][:n][:, list(columns)]
+        guess = simulate_targets(domain, mixed)
+        results[name] = summarise([score(g, t, tissue) for g, t in zip(guess, truth)])
+    print_table(f"Ablation, first {n} test cases: true values swapped in", results)
+    return results
+
+
 def test_set(args, model, config) -> dict:
     tissue = network_tissue(config)
     domain = network_domain(config)
@@ -141,6 +167,8 @@ def test_set(args, model, config) -> dict:
             executor.close()
     network_rows_subset = rows[:k]
     results = {"network": summarise(rows)}
+    if args.ablation_cases:
+        results["ablation"] = ablation(domain, tissue, predicted, data, min(args.ablation_cases, n))
     table = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}
     if refined_rows:
         k = len(refined_rows)
@@ -195,6 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--refine-cases", type=int, default=40)
     parser.add_argument("--refine-evaluations", type=int, default=DEFAULT_EVALUATIONS)
     parser.add_argument("--workers", type=int, default=1, help="processes for the refinement")
+    parser.add_argument("--ablation-cases", type=int, default=0, help="score true-value swaps on these cases")
     parser.add_argument("--skip-test-set", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, help="write the numbers here")

@@ -8,7 +8,7 @@ import torch
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.lmi import dataset, inputs
 from TumorPersonalizationLib.lmi.config import load_config, target_scaling
-from TumorPersonalizationLib.lmi.network import InverseNet
+from TumorPersonalizationLib.lmi.network import InverseNet, LesionStatistics
 from TumorPersonalizationLib.lmi.parameters import (FRONT_SPEED_MM_PER_DAY, from_time_independent,
                                                     to_time_independent)
 from TumorPersonalizationLib.lmi.training import evaluate, load_network, train, _Batches
@@ -52,6 +52,33 @@ def test_network_output_shape_and_input_check():
     assert y.shape == (2, 5) and torch.all(torch.isfinite(y))
     with pytest.raises(ValueError, match=r"\(B, 6, D, H, W\)"):
         net(torch.rand(2, 1, 16, 16, 16))
+    mlp = InverseNet(in_channels=6, width=4, blocks=3, convs_per_block=2, head_hidden=8, lesion_statistics=True)
+    assert mlp(torch.rand(3, 6, 16, 16, 16)).shape == (3, 5)
+    assert [(m.in_features, m.out_features) for m in mlp.head if isinstance(m, torch.nn.Linear)] == [(4 + 6, 8), (8, 5)]
+
+
+def test_lesion_statistics_count_the_masks_and_average_the_tissue_under_them():
+    S = LesionStatistics
+
+    rng = np.random.default_rng(3)
+    t1gd = np.zeros((2, 12, 12, 12), bool)
+    flair = rng.random((2, 12, 12, 12)) < 0.3
+    t1gd[0, 2:5, 2:5, 2:5] = True  # 27 voxels; the second case has no core
+    flair |= t1gd
+    wm, gm = rng.random((2, 12, 12, 12)), rng.random((2, 12, 12, 12))
+    crops = np.stack([dataset.encode_labels(a, b) for a, b in zip(t1gd, flair)])
+    x = np.concatenate([dataset.labels_to_input(crops)[:, None], wm[:, None], gm[:, None]], axis=1)
+    stats = S()(torch.from_numpy(x).float()).numpy()
+    expected = []
+    for c in range(2):
+        row = [np.log1p(t1gd[c].sum()), np.log1p(flair[c].sum())]
+        row = [(v - S.LOG_VOXELS_CENTRE) / S.LOG_VOXELS_SCALE for v in row]
+        for mask in (t1gd[c], flair[c]):
+            for tissue in (wm[c], gm[c]):
+                mean = tissue[mask].mean() if mask.any() else 0.0
+                row.append((mean - S.TISSUE_CENTRE) / S.TISSUE_SCALE)
+        expected.append(row)
+    np.testing.assert_allclose(stats, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_input_crop_is_centred_on_the_core_and_carries_position():
@@ -129,4 +156,5 @@ def test_the_thesis_size_config_describes_a_valid_setup():
     cpu = load_config()
     assert config["input"]["crop_size"] * 1.5 == cpu["input"]["crop_size"] * cpu["grid"]["spacing_mm"]
     assert target_scaling(config).upper[2] * 1.5 == target_scaling(cpu).upper[2] * cpu["grid"]["spacing_mm"]
-    assert InverseNet.from_config(config).head.in_features == 64
+    head = InverseNet.from_config(config).head
+    assert head[0].in_features == 64 + LesionStatistics.N_FEATURES  # width 64 pooled, plus the lesion statistics

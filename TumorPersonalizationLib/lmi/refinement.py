@@ -66,8 +66,16 @@ def _level_marginal(dice: np.ndarray, scale: float) -> float:
     return float(best - np.log(np.mean(np.exp(-scale * (misfit - best)))) / scale)
 
 
+def nearest_inside(inside: np.ndarray) -> np.ndarray:
+    """(3, ni, nj, nk) int: the index of the nearest voxel of the domain ``inside`` (bool) for every voxel."""
+    inside = np.asarray(inside, bool)
+    if not inside.any():
+        raise InputError("mask_fit: the solver domain is empty")
+    return ndimage.distance_transform_edt(~inside, return_indices=True)[1]
+
+
 def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: np.ndarray | None = None,
-             scale: float = DICE_LIKELIHOOD_SCALE) -> Fit:
+             scale: float = DICE_LIKELIHOOD_SCALE, nearest: np.ndarray | None = None) -> Fit:
     """How well a density explains the two masks, the visibility levels being unknown (arrays on one grid).
 
     The simulated masks are partial-volume masks: a voxel counts by the fraction of it where c >= level,
@@ -84,6 +92,9 @@ def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: n
     with exp(-scale (1 - Dice)) as likelihood. A diffuse profile matches the masks at one narrow pair of levels
     only; a steeper one over a range of them; fitting the levels instead (``scale = inf``) would not prefer
     either, and the mask's edges alone do not tell the two apart. The objective lies in [0, 1].
+
+    ``nearest``: :func:`nearest_inside` of ``inside``, when the caller evaluates many densities on one domain
+    (computed here otherwise).
     """
     if not scale > 0:
         raise InputError(f"mask_fit: scale must be positive (or inf), got {scale}")
@@ -95,16 +106,17 @@ def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: n
     outside = None
     if inside is not None:
         outside = ~np.asarray(inside, bool)[box]
-        if outside.any() and not outside.all():
-            _, nearest = ndimage.distance_transform_edt(outside, return_indices=True)
-            c = c[tuple(nearest)]
+        if outside.any():
+            nearest = nearest_inside(inside) if nearest is None else nearest
+            c = np.asarray(density[tuple(axis[box] for axis in nearest)], dtype=np.float64)
     step = np.maximum(np.sqrt(sum(g * g for g in np.gradient(c))), 1e-6)
     if outside is not None:
         c = np.where(outside, -np.inf, c)  # never above a level
-    region = (c + 0.5 * step >= lowest) | flair[box] | t1gd[box]
+    t1gd, flair = t1gd[box], flair[box]
+    region = (c + 0.5 * step >= lowest) | flair | t1gd
     c, step = c[region], step[region]
-    dice_t1 = _dice_per_level(c, step, t1gd[box][region], T1GD_LEVELS)
-    dice_fl = _dice_per_level(c, step, flair[box][region], FLAIR_LEVELS)
+    dice_t1 = _dice_per_level(c, step, t1gd[region], T1GD_LEVELS)
+    dice_fl = _dice_per_level(c, step, flair[region], FLAIR_LEVELS)
     objective = 0.5 * (_level_marginal(dice_t1, scale) + _level_marginal(dice_fl, scale))
     best_t1, best_fl = int(np.argmax(dice_t1)), int(np.argmax(dice_fl))
     return Fit(objective, float(dice_t1[best_t1]), float(dice_fl[best_fl]),
@@ -164,6 +176,7 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
     start_time = time.perf_counter()
     evaluations = [0]
     fits = {}
+    nearest = nearest_inside(domain.inside)  # the domain is fixed: once, not per evaluation
 
     def objective(x):
         key = tuple(np.round(x, 12))
@@ -182,7 +195,7 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
             progress(min(evaluations[0] / max_evaluations, 1.0))
         dw, rho, days = from_time_independent(mu1, mu2)
         density = domain.simulate(float(dw), float(rho), float(days), x[2:], parallel=parallel)
-        fit = mask_fit(density, t1gd, flair, domain.inside, likelihood_scale)
+        fit = mask_fit(density, t1gd, flair, domain.inside, likelihood_scale, nearest)
         fits[key] = fit
         return fit.objective
 
