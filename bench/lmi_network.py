@@ -5,9 +5,10 @@ Each variant is the shipped config with some ``network`` keys changed, trained b
 |log error| of mu1, mu2, mu1 mu2 (the lesion's size) and mu1 / mu2 (the width of its edge), median seed error in mm.
 Two baselines without convolutions, fitted on the same cases, show how much of that is in the volumes alone:
 
-- ``least squares``: a quadratic polynomial in the six :class:`LesionStatistics` numbers (log voxels of the core
+- ``least squares``: a quadratic polynomial in the six :class:`LesionStatistics` numbers (log volumes in mL of the core
   and of the whole lesion, mean WM and GM under each), fitted to log mu1 and log mu2;
-- ``statistics MLP``: those six numbers into the shipped head (64 ReLU units), ``--mlp-steps`` Adam steps of 32.
+- ``statistics MLP``: those six numbers into an MLP of the shipped head's size (64 ReLU units), ``--mlp-steps``
+  steps of plain Adam (constant learning rate) on batches of 32.
 
 Usage::
 

@@ -57,9 +57,8 @@ def test_network_output_shape_and_input_check():
     assert [(m.in_features, m.out_features) for m in mlp.head if isinstance(m, torch.nn.Linear)] == [(4 + 6, 8), (8, 5)]
 
 
-def test_lesion_statistics_count_the_masks_and_average_the_tissue_under_them():
+def test_lesion_statistics_measure_the_masks_in_ml_and_average_the_tissue_under_them():
     S = LesionStatistics
-
     rng = np.random.default_rng(3)
     t1gd = np.zeros((2, 12, 12, 12), bool)
     flair = rng.random((2, 12, 12, 12)) < 0.3
@@ -68,31 +67,24 @@ def test_lesion_statistics_count_the_masks_and_average_the_tissue_under_them():
     wm, gm = rng.random((2, 12, 12, 12)), rng.random((2, 12, 12, 12))
     crops = np.stack([dataset.encode_labels(a, b) for a, b in zip(t1gd, flair)])
     x = np.concatenate([dataset.labels_to_input(crops)[:, None], wm[:, None], gm[:, None]], axis=1)
-    stats = S()(torch.from_numpy(x).float()).numpy()
+    voxel_ml = 0.125  # 5 mm voxels
+    stats = S(voxel_ml)(torch.from_numpy(x).float()).numpy()
     expected = []
     for c in range(2):
-        row = [np.log1p(t1gd[c].sum()), np.log1p(flair[c].sum())]
-        row = [(v - S.LOG_VOXELS_CENTRE) / S.LOG_VOXELS_SCALE for v in row]
+        row = [(np.log(m[c].sum() * voxel_ml + S.ML_FLOOR) - S.LOG_ML_CENTRE) / S.LOG_ML_SCALE for m in (t1gd, flair)]
         for mask in (t1gd[c], flair[c]):
             for tissue in (wm[c], gm[c]):
                 mean = tissue[mask].mean() if mask.any() else 0.0
                 row.append((mean - S.TISSUE_CENTRE) / S.TISSUE_SCALE)
         expected.append(row)
     np.testing.assert_allclose(stats, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_input_crop_is_centred_on_the_core_and_carries_position():
-    labels = np.zeros((1, 20, 20, 20), np.uint8)
-    labels[0, 2:5, 2:5, 2:5] = 1
-    labels[0, 3, 3, 3] = 2  # the core's centre is voxel (3, 3, 3): the crop starts at 3 - 4 = -1
-    wm_gm = np.stack([np.full((20, 20, 20), 0.7), np.full((20, 20, 20), 0.2)]).astype(np.float32)
-    crops, origins, centres = inputs.crop_labels(labels, 8)
-    np.testing.assert_array_equal(origins, [[-1, -1, -1]])
-    x = inputs.assemble(crops, origins, wm_gm)
-    assert x.shape == (1, 6, 8, 8, 8)
-    assert x[0, 0, 4, 4, 4] == pytest.approx(0.999) and x[0, 0, 3, 3, 3] == pytest.approx(0.333)
-    assert x[0, 1, 0, 0, 0] == 0 and x[0, 1, 1, 1, 1] == pytest.approx(0.7)  # outside the grid is empty
-    np.testing.assert_allclose(x[0, 3, :, 0, 0], 2 * (np.arange(8) - 1) / 19 - 1)  # i position, -1 at voxel 0
+    # The same 27 mL cube on a 3 mm and on a 1.5 mm grid: the same numbers (volumes in mL, not voxels).
+    coarse, fine = np.zeros((1, 3, 20, 20, 20), np.float32), np.zeros((1, 3, 40, 40, 40), np.float32)
+    coarse[0, 0, 5:15, 5:15, 5:15], fine[0, 0, 10:30, 10:30, 10:30] = 0.999, 0.999
+    a = S(0.027)(torch.from_numpy(coarse)).numpy()
+    b = S(1.5 ** 3 / 1000)(torch.from_numpy(fine)).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert a[0, 0] == pytest.approx((np.log(27.0 + S.ML_FLOOR) - S.LOG_ML_CENTRE) / S.LOG_ML_SCALE, abs=1e-5)
 
 
 def _tiny_dataset(folder, n_cases=48):
@@ -118,6 +110,7 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     config["network"].update(width=4, blocks=3, convs_per_block=2)
     config["input"]["crop_size"] = 12
     config["training"].update(epochs=6, batch_size=8, learning_rate=3e-3)
+    config["dataset"]["cases"]["train"] = 48
     config["targets"] = {"lower": [0, 0, -4, -4, -4], "upper": [40, 8, 4, 4, 4]}
     scaling = target_scaling(config)
     val = dataset.load_split(tmp_path / "data", "val")
@@ -137,6 +130,15 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     straight, _ = load_network(tmp_path / "straight" / "inverse_net.pt")
     for (name, a), b in zip(model.state_dict().items(), straight.state_dict().values()):
         assert torch.equal(a, b), name
+    # A dataset with fewer cases than the config asks for is refused, not silently used.
+    with pytest.raises(InputError, match="holds 48 training cases, the config asks for 64"):
+        train({**config, "dataset": {**config["dataset"], "cases": {"train": 64}}}, tmp_path / "data",
+              tmp_path / "short", log=lambda *_: None)
+    # A shard missing before the last one is named, not skipped (a later one would stand in for it).
+    import shutil
+    shutil.copy(dataset.shard_path(tmp_path / "data", "train", 0), dataset.shard_path(tmp_path / "data", "train", 2))
+    with pytest.raises(InputError, match="train_00001.npz is missing"):
+        dataset.load_split(tmp_path / "data", "train")
     # A checkpoint is not a weights file, and another config cannot resume this run.
     with pytest.raises(InputError, match="not a weights file"):
         load_network(tmp_path / "run" / "checkpoint.pt")

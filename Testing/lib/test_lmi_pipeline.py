@@ -9,7 +9,8 @@ from TumorPersonalizationLib.cli import main
 from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
 from TumorPersonalizationLib.lmi.config import load_config, network_domain
 from TumorPersonalizationLib.lmi.parameters import from_time_independent
-from TumorPersonalizationLib.lmi.refinement import mask_fit, refine
+from TumorPersonalizationLib.errors import InputError
+from TumorPersonalizationLib.lmi.refinement import mask_fit, nearest_inside, refine
 from TumorPersonalizationLib.metrics import dice_at_levels
 
 from example_case import example_patient
@@ -137,6 +138,16 @@ def test_mask_fit_does_not_mistake_the_domain_edge_for_a_steep_tumor_edge():
     assert with_domain.dice_t1gd > 0.93 and with_domain.dice_flair > 0.93, with_domain  # as far from any edge
     assert with_domain.dice_t1gd > without.dice_t1gd + 0.005, (with_domain, without)
     assert with_domain.objective < without.objective - 0.004, (with_domain, without)
+    # The nearest-inside map computed once by the caller gives the same fit; a map of another grid is refused.
+    assert mask_fit(density, t1gd, flair, inside, np.inf, nearest_inside(inside)) == with_domain
+    with pytest.raises(InputError, match="nearest"):
+        mask_fit(density, t1gd, flair, inside, np.inf, nearest_inside(inside[:20]))
+    # Lesion and density wholly outside the domain: nothing simulated can explain the masks.
+    far_slab = np.zeros_like(inside)
+    far_slab[36:] = True
+    assert mask_fit(density, t1gd, flair, far_slab).objective == pytest.approx(1.0)
+    with pytest.raises(InputError, match="domain is empty"):
+        nearest_inside(np.zeros_like(inside))
 
 
 def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):

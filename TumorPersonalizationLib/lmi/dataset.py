@@ -198,14 +198,17 @@ def load_tissue(folder) -> np.ndarray:
 def load_split(folder, split: str, limit: int | None = None) -> dict:
     """Concatenate the shards of one split (in index order): labels, targets, parameters, drawn (total).
 
-    Raises InputError when there is no shard or a shard cannot be read.
+    Raises InputError when there is no shard, a shard cannot be read or one is missing before the last.
     """
     paths = sorted(Path(folder).glob(f"{split}_*.npz"))
     if not paths:
         raise InputError(f"no {split} shards in {folder} (make them with Scripts/lmi_make_dataset.py)")
     parts = {"labels": [], "targets": [], "parameters": []}
     drawn, count = 0, 0
-    for path in paths:
+    for expected, path in enumerate(paths):
+        if path != shard_path(folder, split, expected):  # a gap would let a later shard stand in for a missing one
+            raise InputError(f"dataset {folder}: {shard_path(folder, split, expected).name} is missing (make it "
+                             "with Scripts/lmi_make_dataset.py)")
         try:
             with np.load(path) as shard:
                 for key in parts:

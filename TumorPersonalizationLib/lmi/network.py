@@ -11,8 +11,9 @@ and their tissue fractions (README). After global average pooling a linear head 
 combination of spatial averages, while mu1 and mu2 depend on them nonlinearly (the lesion's radius goes as the
 cube root of its volume); and the max-pooling between blocks blurs the masks' extent to a few voxels, so the
 volumes must be learnt by the convolutions, which a small network trained for minutes does poorly. Handing the head
-the volumes it needs lets the convolutions learn the shape. The thesis' size is width 64 on 128^3 with one input channel; the CPU
-config uses width 16 on a 40^3 lesion-centred crop with six channels (``lmi/inputs.py``, ``Resources/LMI/config.json``).
+the volumes it needs lets the convolutions learn the shape. The thesis' size is width 64 on 128^3 with one input
+channel; the CPU config uses width 16 on a 40^3 lesion-centred crop with six channels (``lmi/inputs.py``,
+``Resources/LMI/config.json``).
 
 Initialisation: He (Kaiming) normal for every convolution as in the thesis, except the last convolution of each
 residual block, which starts at zero so every block starts as the identity; without BatchNorm this keeps the
@@ -50,24 +51,38 @@ class ResidualBlock(nn.Module):
 
 
 class LesionStatistics(nn.Module):
-    """Summary numbers of the lesion, computed (not learned) from the input channels of :mod:`..inputs`.
+    """Summary numbers of the lesion, computed (not learnt) from the input channels of :mod:`..inputs`.
 
-    (B, C, D, H, W) -> (B, 6): log(1 + voxels) of the enhancing core and of the whole FLAIR lesion, and the mean WM
-    and GM probability over each, shifted and scaled to order one (fixed constants: the network has no
-    normalisation layer, and on the raw numbers, 3-9 for the logs, a head trained on them alone was 30 % worse at
-    the same number of steps). Channel 0 is 0 / 0.333 (FLAIR) / 0.999 (T1Gd); channels 1, 2 are WM, GM.
+    Input: (B, C, D, H, W), channel 0 = 0 / 0.333 (FLAIR only) / 0.999 (T1Gd), channels 1, 2 = WM, GM.
+    Output: (B, 6) float: [log volume of the core, log volume of the whole lesion, mean WM under the core, mean GM
+    under the core, mean WM under the lesion, mean GM under the lesion], shifted and scaled to order one (the
+    network has no normalisation layer; with the raw logs, 3-9, a trial at the same budget was ~10 % worse at mu1,
+    README). Volumes are in mL, ``log(mL + ML_FLOOR)``, so the numbers mean the same on any grid spacing; the floor
+    (one 3 mm voxel) keeps an empty core finite. Only the crop is counted: a lesion wider than the crop is cut.
+
+    Parameters
+    ----------
+    voxel_ml : float
+        Volume of one input voxel in mL (0.027 for 3 mm).
     """
 
     N_FEATURES = 6
-    LOG_VOXELS_CENTRE, LOG_VOXELS_SCALE = 6.0, 1.5
+    ML_FLOOR = 0.027
+    LOG_ML_CENTRE, LOG_ML_SCALE = 2.388082, 1.5  # centre: log(10.9 mL), e^6 voxels of 3 mm
     TISSUE_CENTRE, TISSUE_SCALE = 0.4, 0.3
+
+    def __init__(self, voxel_ml: float = 0.027):
+        super().__init__()
+        if not voxel_ml > 0:
+            raise ValueError(f"LesionStatistics: voxel_ml must be positive, got {voxel_ml}")
+        self.voxel_ml = float(voxel_ml)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         masks = torch.stack([x[:, 0] > CORE_ABOVE, x[:, 0] > LESION_ABOVE], dim=1).to(x.dtype)
         voxels = masks.sum(dim=(2, 3, 4))
         tissue = torch.einsum("bmdhw,btdhw->bmt", masks, x[:, 1:3]) / voxels.clamp(min=1.0)[..., None]
-        log_voxels = (torch.log1p(voxels) - self.LOG_VOXELS_CENTRE) / self.LOG_VOXELS_SCALE
-        return torch.cat([log_voxels, (tissue.flatten(1) - self.TISSUE_CENTRE) / self.TISSUE_SCALE], dim=1)
+        log_ml = (torch.log(voxels * self.voxel_ml + self.ML_FLOOR) - self.LOG_ML_CENTRE) / self.LOG_ML_SCALE
+        return torch.cat([log_ml, (tissue.flatten(1) - self.TISSUE_CENTRE) / self.TISSUE_SCALE], dim=1)
 
 
 class InverseNet(nn.Module):
@@ -79,10 +94,11 @@ class InverseNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 6, width: int = 16, stem_kernel: int = 7, blocks: int = 4,
-                 convs_per_block: int = 4, head_hidden: int = 0, lesion_statistics: bool = False):
+                 convs_per_block: int = 4, head_hidden: int = 0, lesion_statistics: bool = False,
+                 voxel_ml: float = 0.027):
         super().__init__()
         self.in_channels = in_channels
-        self.statistics = LesionStatistics() if lesion_statistics else None
+        self.statistics = LesionStatistics(voxel_ml) if lesion_statistics else None
         self.stem = nn.Sequential(nn.Conv3d(in_channels, width, stem_kernel, stride=2, padding=stem_kernel // 2),
                                   nn.ReLU(inplace=True))
         nn.init.kaiming_normal_(self.stem[0].weight, nonlinearity="relu")
@@ -103,8 +119,9 @@ class InverseNet(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> "InverseNet":
         n = config["network"]
+        voxel_ml = float(config["grid"]["spacing_mm"]) ** 3 / 1000.0
         return cls(n["in_channels"], n["width"], n["stem_kernel"], n["blocks"], n["convs_per_block"],
-                   n.get("head_hidden", 0), n.get("lesion_statistics", False))
+                   n.get("head_hidden", 0), n.get("lesion_statistics", False), voxel_ml)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.in_channels:

@@ -67,7 +67,18 @@ def _level_marginal(dice: np.ndarray, scale: float) -> float:
 
 
 def nearest_inside(inside: np.ndarray) -> np.ndarray:
-    """(3, ni, nj, nk) int: the index of the nearest voxel of the domain ``inside`` (bool) for every voxel."""
+    """Where each voxel takes its density from when the domain's edge is continued with zero flux.
+
+    Parameters
+    ----------
+    inside : (ni, nj, nk) bool
+        The solver's domain (WM/GM).
+
+    Returns
+    -------
+    (3, ni, nj, nk) int
+        Index of the nearest domain voxel (the voxel itself inside the domain).
+    """
     inside = np.asarray(inside, bool)
     if not inside.any():
         raise InputError("mask_fit: the solver domain is empty")
@@ -107,7 +118,9 @@ def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: n
     if inside is not None:
         outside = ~np.asarray(inside, bool)[box]
         if outside.any():
-            nearest = nearest_inside(inside) if nearest is None else nearest
+            nearest = nearest_inside(inside) if nearest is None else np.asarray(nearest)
+            if nearest.shape != (3,) + density.shape:
+                raise InputError(f"mask_fit: nearest has shape {nearest.shape}, the density {density.shape}")
             c = np.asarray(density[tuple(axis[box] for axis in nearest)], dtype=np.float64)
     step = np.maximum(np.sqrt(sum(g * g for g in np.gradient(c))), 1e-6)
     if outside is not None:

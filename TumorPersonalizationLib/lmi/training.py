@@ -92,7 +92,8 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     max_minutes : float, optional
         Stop (after checkpointing) when this much wall time has passed; call again to continue.
     train_limit : int, optional
-        Use only the first ``train_limit`` training cases (tests, quick trials).
+        Use only the first ``train_limit`` training cases (tests, quick trials). Without it, exactly the config's
+        ``dataset.cases.train`` cases (InputError if the folder holds fewer).
     progress : callable(fraction) or None
         Called after every step with the fraction of all steps done; may raise Cancelled (state is saved first).
 
@@ -108,7 +109,12 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     dev = torch.device(device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # fixed input size: let cuDNN pick the fastest kernels
     scaling = target_scaling(config)
-    train_data = load_split(data_dir, "train", limit=train_limit)
+    # The config's count, not whatever the folder holds: extra shards must not change the run silently.
+    wanted = int(config["dataset"]["cases"]["train"])
+    train_data = load_split(data_dir, "train", limit=wanted if train_limit is None else min(train_limit, wanted))
+    if train_limit is None and len(train_data["targets"]) < wanted:
+        raise InputError(f"{data_dir} holds {len(train_data['targets'])} training cases, the config asks for "
+                         f"{wanted}: make the missing shards with Scripts/lmi_make_dataset.py")
     val_data = load_split(data_dir, "val")
     tissue = load_tissue(data_dir)
     crop_size = int(config["input"]["crop_size"])
