@@ -13,13 +13,16 @@ Two baselines without convolutions, fitted on the same cases, show how much of t
 Usage::
 
     python bench/lmi_network.py [--data .lmi_data] [--cases 4000] [--epochs 3] [--work /tmp/lmi_variants]
+                                [--only baselines|variants] [--variant NAME ...]
 
-About 5 minutes per variant on 2 CPU cores. Nothing else should run meanwhile (torch's threads slow down 4x).
+About 5 minutes per variant on 2 CPU cores (10 for width 24); a finished run in ``--work`` is reused. Nothing else
+should run meanwhile (torch's threads slow down 4x).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import sys
 import time
@@ -42,6 +45,7 @@ VARIANTS = {
     "thesis head (one linear layer)": {"head_hidden": 0, "lesion_statistics": False},
     "MLP head": {"head_hidden": 64, "lesion_statistics": False},
     "MLP head + lesion statistics (shipped)": {"head_hidden": 64, "lesion_statistics": True},
+    "the same, width 24": {"head_hidden": 64, "lesion_statistics": True, "width": 24},
 }
 
 
@@ -104,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mlp-steps", type=int, default=3000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lmi_variants"), help="training runs go here")
     parser.add_argument("--only", choices=["baselines", "variants"], help="run only one part")
+    parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="only these variants")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     base = load_config()
@@ -122,11 +127,14 @@ def main(argv=None) -> int:
                                            spacing)
         results["training median (no input)"] = errors(
             np.tile(np.median(train_y[:, :2], axis=0), (len(truth), 1)), truth, spacing)
-    for name, network in VARIANTS.items() if args.only != "baselines" else ():
+    variants = {k: v for k, v in VARIANTS.items() if not args.variant or k in args.variant}
+    for name, network in variants.items() if args.only != "baselines" else ():
         config = copy.deepcopy(base)
         config["network"].update(network)
         config["training"]["epochs"] = args.epochs
-        folder = args.work / "_".join(f"{k}-{v}" for k, v in network.items()) / f"{args.cases}x{args.epochs}"
+        # One folder per config and case count: a finished run is reused, a changed config starts afresh.
+        key = hashlib.sha256(json.dumps([config, args.cases], sort_keys=True).encode()).hexdigest()[:12]
+        folder = args.work / f"{key}_{args.cases}x{args.epochs}"
         start = time.perf_counter()
         run = train(config, args.data, folder, train_limit=args.cases, log=lambda *_: None)
         model, _ = load_network(folder / WEIGHTS_NAME)
