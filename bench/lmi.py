@@ -105,7 +105,6 @@ def simulate_targets(domain: Domain, targets: np.ndarray) -> np.ndarray:
 
 
 ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
-    "network": (),
     "true mu1, mu2; network's seed": (0, 1),
     "true seed; network's mu1, mu2": (2, 3, 4),
     "true mu1 and seed; network's mu2": (0, 2, 3, 4),
@@ -113,11 +112,13 @@ ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
 }
 
 
-def ablation(domain, tissue, predicted: np.ndarray, data: dict, n: int) -> dict:
-    """Mean scores of the first ``n`` cases with the ABLATIONS' true values swapped into the network's estimate."""
+def ablation(domain, tissue, predicted: np.ndarray, data: dict, network_rows: list) -> dict:
+    """Mean scores of the first ``len(network_rows)`` cases (their network-alone scores) with the ABLATIONS' true
+    values swapped into the network's estimate."""
+    n = len(network_rows)
     p = data["parameters"][:n]
     truth = domain.simulate_batch(p[:, 0], p[:, 1], p[:, 2], p[:, 3:6])
-    results = {}
+    results = {"network": summarise(network_rows)}
     for name, columns in ABLATIONS.items():
         mixed = np.array(predicted[:n], dtype=np.float64, copy=True)
         mixed[:, list(columns)] = data["targets"][:n][:, list(columns)]
@@ -168,7 +169,7 @@ def test_set(args, model, config) -> dict:
     network_rows_subset = rows[:k]
     results = {"network": summarise(rows)}
     if args.ablation_cases:
-        results["ablation"] = ablation(domain, tissue, predicted, data, min(args.ablation_cases, n))
+        results["ablation"] = ablation(domain, tissue, predicted, data, rows[:args.ablation_cases])
     table = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}
     if refined_rows:
         k = len(refined_rows)

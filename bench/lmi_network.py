@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import load_config, target_scaling  # noqa: E402
 from TumorPersonalizationLib.lmi.inputs import assemble, crop_labels  # noqa: E402
-from TumorPersonalizationLib.lmi.network import LesionStatistics  # noqa: E402
+from TumorPersonalizationLib.lmi.network import LesionStatistics, grid_voxel_ml  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import predict_labels  # noqa: E402
 from TumorPersonalizationLib.lmi.training import WEIGHTS_NAME, load_network, train  # noqa: E402
 
@@ -59,12 +59,12 @@ def errors(predicted: np.ndarray, truth: np.ndarray, spacing_mm: float) -> dict:
     return {k: round(float(v), 3) for k, v in out.items()}
 
 
-def statistics(data: dict, tissue: np.ndarray, crop_size: int) -> np.ndarray:
+def statistics(data: dict, tissue: np.ndarray, config: dict) -> np.ndarray:
     """(n, 6) LesionStatistics of the cases' network inputs."""
-    out = []
+    out, crop_size, measure = [], int(config["input"]["crop_size"]), LesionStatistics(grid_voxel_ml(config))
     for start in range(0, len(data["labels"]), 500):
         crops, origins, _ = crop_labels(data["labels"][start:start + 500], crop_size)
-        out.append(LesionStatistics()(torch.from_numpy(assemble(crops, origins, tissue))).numpy())
+        out.append(measure(torch.from_numpy(assemble(crops, origins, tissue))).numpy())
     return np.concatenate(out).astype(np.float64)
 
 
@@ -80,7 +80,7 @@ def least_squares(train_x, train_y, val_x) -> np.ndarray:
 
 
 def statistics_mlp(train_x, train_y, val_x, config: dict, steps: int) -> np.ndarray:
-    """The shipped head on the statistics alone, MSE on the scaled mu1, mu2 -> (n, 2) mu1, mu2."""
+    """An MLP of the shipped head's size on the statistics alone, MSE on the scaled mu1, mu2 -> (n, 2) mu1, mu2."""
     torch.manual_seed(0)
     hidden = int(config["network"]["head_hidden"])
     mlp = torch.nn.Sequential(torch.nn.Linear(train_x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2))
@@ -119,8 +119,7 @@ def main(argv=None) -> int:
     results = {}
     if args.only != "variants":
         train_data = dataset.load_split(args.data, "train", limit=args.cases)
-        crop = int(base["input"]["crop_size"])
-        train_x, val_x = statistics(train_data, tissue, crop), statistics(val, tissue, crop)
+        train_x, val_x = statistics(train_data, tissue, base), statistics(val, tissue, base)
         train_y = train_data["targets"].astype(np.float64)
         results["least squares on the statistics"] = errors(least_squares(train_x, train_y, val_x), truth, spacing)
         results["statistics MLP"] = errors(statistics_mlp(train_x, train_y, val_x, base, args.mlp_steps), truth,

@@ -31,6 +31,11 @@ CORE_ABOVE, LESION_ABOVE = FLAIR_WEIGHT + 0.5 * T1GD_WEIGHT, 0.5 * FLAIR_WEIGHT
 """Input channel 0 above these: enhancing core (0.999), whole lesion (0.333 or 0.999)."""
 
 
+def grid_voxel_ml(config: dict) -> float:
+    """Volume (mL) of one voxel of the config's network grid."""
+    return float(config["grid"]["spacing_mm"]) ** 3 / 1000.0
+
+
 class ResidualBlock(nn.Module):
     """``n_convs`` 3x3x3 convolutions with ReLU, plus the input. (B, C, D, H, W) -> (B, C, D, H, W)."""
 
@@ -119,9 +124,9 @@ class InverseNet(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> "InverseNet":
         n = config["network"]
-        voxel_ml = float(config["grid"]["spacing_mm"]) ** 3 / 1000.0
         return cls(n["in_channels"], n["width"], n["stem_kernel"], n["blocks"], n["convs_per_block"],
-                   n.get("head_hidden", 0), n.get("lesion_statistics", False), voxel_ml)
+                   n.get("head_hidden", 0), n.get("lesion_statistics", False),
+                   grid_voxel_ml(config))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
