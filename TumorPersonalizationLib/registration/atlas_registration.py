@@ -90,7 +90,8 @@ class RegistrationSettings:
         Smallest accepted correlation after the deformable stage (catches a demons run that did not converge).
         Real anatomy scores 0.94 (SRI24) to 0.98 (synthetic); the phantoms above 0.09-0.66.
     random_seed : int
-        Seed of the metric's voxel sampling (runs are repeatable).
+        Seed of the metric's voxel sampling, >= 1: runs are repeatable. (SimpleITK reads 0 as "seed from the wall
+        clock": every run would differ.)
     """
 
     working_spacing_mm: float = 2.0
@@ -106,7 +107,7 @@ class RegistrationSettings:
     tumor_margin_mm: float = 4.0
     min_affine_correlation: float = 0.5
     min_correlation: float = 0.8
-    random_seed: int = 0
+    random_seed: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "affine_levels_mm", tuple(float(x) for x in self.affine_levels_mm))
@@ -126,6 +127,9 @@ class RegistrationSettings:
             raise InputError(f"deformable_max_step_voxels must be > 0, got {self.deformable_max_step_voxels}")
         if self.field_smoothing_mm < 0 or self.update_smoothing_mm < 0 or self.tumor_margin_mm < 0:
             raise InputError("smoothing and margin lengths must be >= 0 mm")
+        if not (isinstance(self.random_seed, int) and self.random_seed >= 1):
+            raise InputError(f"random_seed must be an integer >= 1 (0 would seed from the clock), "
+                             f"got {self.random_seed!r}")
         for name in ("min_affine_correlation", "min_correlation"):
             if not -1.0 <= getattr(self, name) < 1.0:
                 raise InputError(f"{name} must lie in [-1, 1), got {getattr(self, name)}")
