@@ -11,8 +11,10 @@ import numpy as np
 import SimpleITK as sitk
 
 FIELD_PIXEL = sitk.sitkVectorFloat64  # what DisplacementFieldTransform and the demons filters accept
-RIGID_STEP_MM = 4.0  # first step of the rigid phase's regular-step gradient descent (scaled parameter units)
-AFFINE_STEP_MM = 1.0  # and of the affine phase, which starts from the rigid pose
+# First step length of the regular-step gradient descent, in (physical-shift scaled) parameter units: the step
+# vector has this length whatever mix of angles, matrix entries and translations it holds.
+RIGID_LEARNING_RATE = 4.0
+AFFINE_LEARNING_RATE = 1.0  # the affine phase starts from the rigid pose
 
 
 def grid_like(image: sitk.Image, spacing_mm: float) -> sitk.Image:
@@ -106,13 +108,14 @@ def affine_stage(fixed: sitk.Image, moving: sitk.Image, *, moving_mask: sitk.Ima
         foreground_for_moments(fixed), foreground_for_moments(moving), sitk.Euler3DTransform(),
         sitk.CenteredTransformInitializerFilter.MOMENTS)
     rigid, rigid_metric = _run_level_set(fixed, moving, moving_mask, sitk.Euler3DTransform(initial),
-                                         level_spacings_mm, iterations, sampling_fraction, seed, RIGID_STEP_MM)
+                                         level_spacings_mm, iterations, sampling_fraction, seed, RIGID_LEARNING_RATE)
     # The affine phase repeats the two finest levels (with the default two levels: both) with shorter steps: the
     # rigid phase has found the pose, the affine adds scaling and shear of a few percent. With the rigid phase's
-    # 4 mm steps the first affine step could throw the matrix far off (1 sampling seed in 150 on the example
-    # patient: the matrix collapsed to a third and the correlation after the affine fell from 0.77 to -0.05).
+    # rate of 4, the first affine step (nearly all in the matrix entries, the translation having converged) could
+    # throw the matrix far off: 1 sampling seed in 150 on the example patient collapsed it to a third, and the
+    # correlation after the affine fell from 0.77 to -0.05.
     affine, metric = _run_level_set(fixed, moving, moving_mask, _as_affine(rigid), level_spacings_mm[-2:],
-                                    iterations, sampling_fraction, seed, AFFINE_STEP_MM)
+                                    iterations, sampling_fraction, seed, AFFINE_LEARNING_RATE)
     # Both phases end on the same level with the same samples, so the metrics compare; never hand on an affine
     # that fits worse than the rigid transform it started from.
     if not metric <= rigid_metric:
@@ -137,10 +140,10 @@ def _run_level_set(fixed, moving, moving_mask, initial, level_spacings_mm, itera
     if moving_mask is not None:
         method.SetMetricMovingMask(moving_mask)
     method.SetInterpolator(sitk.sitkLinear)
-    # Steps in mm of the largest point displacement: scales from physical shift make rotation, scaling and
-    # translation parameters comparable.
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=float(learning_rate), minStep=0.05, numberOfIterations=int(iterations),
-                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    # Scales from physical shift make rotation, scaling and translation parameters comparable.
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=float(learning_rate), minStep=0.05,
+                                                    numberOfIterations=int(iterations), relaxationFactor=0.6,
+                                                    gradientMagnitudeTolerance=1e-6)
     method.SetOptimizerScalesFromPhysicalShift()
     working_mm = fixed.GetSpacing()[0]
     shrink = [max(1, round(s / working_mm)) for s in level_spacings_mm]
