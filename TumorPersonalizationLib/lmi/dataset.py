@@ -168,6 +168,11 @@ def shard_path(folder, split: str, index: int) -> Path:
     return Path(folder) / f"{split}_{index:05d}.npz"
 
 
+def refined_path(folder, split: str, index: int) -> Path:
+    """Where :mod:`~TumorPersonalizationLib.lmi.amortisation` stores a shard's refined targets."""
+    return Path(folder) / f"refined_{split}_{index:05d}.npz"
+
+
 def write_shard(shard: dict, path) -> Path:
     with atomic_path(path, ".npz") as tmp:
         np.savez_compressed(tmp, **shard)
@@ -195,11 +200,19 @@ def load_tissue(folder) -> np.ndarray:
         raise InputError(f"dataset tissue {path}: cannot read it ({error}); Scripts/lmi_make_dataset.py writes it")
 
 
-def load_split(folder, split: str, limit: int | None = None) -> dict:
+TARGET_KINDS = ("true", "refined")
+
+
+def load_split(folder, split: str, limit: int | None = None, targets: str = "true") -> dict:
     """Concatenate the shards of one split (in index order): labels, targets, parameters, drawn (total).
 
-    Raises InputError when there is no shard, a shard cannot be read or one is missing before the last.
+    ``targets="refined"`` takes the targets from the ``refined_*`` file beside each shard
+    (:mod:`~TumorPersonalizationLib.lmi.amortisation`, made by Scripts/lmi_refine_dataset.py) instead of the
+    true parameters. Raises InputError when there is no shard, a shard (or its refined file) cannot be read or
+    one is missing before the last.
     """
+    if targets not in TARGET_KINDS:
+        raise InputError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
     paths = sorted(Path(folder).glob(f"{split}_*.npz"))
     if not paths:
         raise InputError(f"no {split} shards in {folder} (make them with Scripts/lmi_make_dataset.py)")
@@ -217,8 +230,25 @@ def load_split(folder, split: str, limit: int | None = None) -> dict:
                 count += len(shard["targets"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             raise InputError(f"dataset shard {path}: cannot read it ({error})") from error
+        if targets == "refined":
+            parts["targets"][-1] = _refined_targets(folder, split, expected, len(parts["targets"][-1]))
         if limit is not None and count >= limit:
             break
     out = {key: np.concatenate(value)[:limit] for key, value in parts.items()}
     out["drawn"] = drawn
     return out
+
+
+def _refined_targets(folder, split: str, index: int, count: int) -> np.ndarray:
+    path = refined_path(folder, split, index)
+    try:
+        with np.load(path) as refined:
+            values = refined["targets"]
+    except FileNotFoundError:
+        raise InputError(f"dataset {folder}: {path.name} is missing (the config trains on refined targets; make "
+                         "them with Scripts/lmi_refine_dataset.py)") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise InputError(f"refined targets {path}: cannot read them ({error})") from error
+    if values.shape != (count, 5):
+        raise InputError(f"refined targets {path}: shape {values.shape}, the shard has {count} cases")
+    return values

@@ -111,11 +111,13 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     scaling = target_scaling(config)
     # The config's count, not whatever the folder holds: extra shards must not change the run silently.
     wanted = int(config["dataset"]["cases"]["train"])
-    train_data = load_split(data_dir, "train", limit=wanted if train_limit is None else min(train_limit, wanted))
+    targets = cfg.get("targets", "true")  # "refined": learn what the refinement finds (lmi/amortisation.py)
+    train_data = load_split(data_dir, "train", limit=wanted if train_limit is None else min(train_limit, wanted),
+                            targets=targets)
     if train_limit is None and len(train_data["targets"]) < wanted:
         raise InputError(f"{data_dir} holds {len(train_data['targets'])} training cases, the config asks for "
                          f"{wanted}: make the missing shards with Scripts/lmi_make_dataset.py")
-    val_data = load_split(data_dir, "val")
+    val_data = load_split(data_dir, "val", targets=targets)
     tissue = load_tissue(data_dir)
     crop_size = int(config["input"]["crop_size"])
     train_set, val_set = (_Batches(d, tissue, scaling, crop_size, dev) for d in (train_data, val_data))
