@@ -194,3 +194,33 @@ def test_bad_parameters_are_refused(phantom, kwargs, message):
     args.update(kwargs)
     with pytest.raises(InputError, match=message):
         fk.Domain(*phantom[:2], SPACING).simulate(**args)
+
+
+def test_very_fast_growth_fills_the_reachable_tissue_instead_of_vanishing():
+    # exp(0.5 rho dt) used to overflow float32 once 0.5 rho dt > 88 (rho = 2/day, 2000 days: the steps grow to 100
+    # days): every voxel turned NaN, then 0; with rho = 20/day math.exp itself raised. The logistic's fixed point
+    # is 1: the tumor fills the island of white matter and cannot enter the CSF around it.
+    wm = np.zeros((14, 14, 14), np.float32)
+    wm[4:10, 4:10, 4:10] = 1.0
+    domain = fk.Domain(wm, np.zeros_like(wm), SPACING)
+    for rho_per_day in (2.0, 20.0):
+        c = domain.simulate(0.1, rho_per_day, 2000.0, (6.5, 7.0, 7.0))
+        assert np.isfinite(c).all()
+        assert c[4:10, 4:10, 4:10].min() > 1 - 1e-6
+        assert c[wm == 0].max() == 0.0
+
+
+def test_a_seed_between_the_centres_of_a_coarse_grid_still_starts_a_tumor():
+    # 6 mm voxels: the 4.5 mm seed ball around a voxel corner reaches no voxel centre.
+    wm = np.ones((10, 10, 10), np.float32)
+    domain = fk.Domain(wm, np.zeros_like(wm), (6.0, 6.0, 6.0))
+    seed = (4.5, 4.5, 4.5)
+    c0 = domain.seed_density(seed)
+    # The ball's volume (1 within 1.5 mm, cosine taper to 4.5 mm), integrated independently on a fine grid.
+    h = 0.05
+    axis = np.arange(-4.5, 4.5 + h / 2, h)
+    r = np.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+    profile = np.where(r <= 1.5, 1.0, np.where(r < 4.5, 0.5 * (1 + np.cos(np.pi * (r - 1.5) / 3.0)), 0.0))
+    assert c0.sum() * 216.0 == pytest.approx(profile.sum() * h ** 3, rel=1e-3)
+    c = domain.simulate(0.5, 0.05, 100.0, seed)
+    assert c.max() > 0.5

@@ -91,6 +91,13 @@ def _positive(name, value):
     return value
 
 
+def _ball_volume_mm3(radius_mm: float, taper_mm: float) -> float:
+    """Integral of the seed profile (1 inside ``radius_mm``, a cosine taper over ``taper_mm``) over space."""
+    r = np.linspace(radius_mm, radius_mm + taper_mm, 2001)
+    taper = 0.5 * (1.0 + np.cos(np.pi * (r - radius_mm) / taper_mm))
+    return float(4.0 / 3.0 * np.pi * radius_mm ** 3 + np.trapezoid(4.0 * np.pi * r ** 2 * taper, r))
+
+
 def nearest_voxel(index, shape) -> tuple:
     """The voxel (i, j, k) whose centre is nearest to a continuous index, clipped to a grid of ``shape``."""
     return tuple(int(v) for v in np.clip(np.rint(np.asarray(index, dtype=float)).astype(int), 0,
@@ -171,6 +178,11 @@ class Domain:
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         c = np.zeros(self.diffusivity.shape, dtype=np.float32)
         c[box] = np.where(self.inside_padded[box], ball, 0.0)
+        if not c.any():
+            # On grids coarser than ~5 mm the ball can fall between voxel centres: its volume goes to the nearest
+            # voxel (inside the domain, check_seed made sure), so the tumor starts with the same mass.
+            c[nearest_voxel(seed, c.shape)] = min(1.0, _ball_volume_mm3(radius_mm, taper_mm)
+                                                  / float(np.prod(self.spacing_mm)))
         return c
 
     def _crop_initial(self, density) -> np.ndarray:
@@ -369,6 +381,7 @@ def _rkl2_coefficients(s: int):
 
 
 _STABILITY_SAFETY = 0.95
+_MAX_HALF_GROWTH_EXPONENT = 80.0  # exp(80) = 5.5e34 < float32's 3.4e38
 
 
 def _step_schedule(t_start, t_end, dt):
@@ -390,9 +403,13 @@ def _integrate_rkl2(domain: Domain, state: _State, dw, rho, t_start, t_end, step
     plane_box = np.full((n0, 4), -1, dtype=np.int64)
     eps = f32(steps.active_threshold)
     dt = state.dt if state.dt is not None else steps.first_step_days
+    # The reaction half step multiplies by exp(0.5 rho dt), which overflows float32 past 88 (the logistic then
+    # reads inf / inf = NaN, flushed to 0: the tumor vanished without an error, e.g. rho = 2/day with 100-day
+    # steps). Below 80 the formula is exact, so very fast growth only takes shorter steps.
+    max_reaction_step = 2.0 * _MAX_HALF_GROWTH_EXPONENT / rho
     t = t_start
     while t < t_end - 1e-9:
-        dt_step = _step_schedule(t, t_end, min(dt, steps.max_step_days))
+        dt_step = _step_schedule(t, t_end, min(dt, steps.max_step_days, max_reaction_step))
         s = rkl2_stage_count(dt_step, dt_euler)
         state.grow_box(s + 1)
         lo, hi = state.lo, state.hi
