@@ -87,6 +87,24 @@ def simulate_parameter_sets(tissue: TissueMaps, natural: np.ndarray, names, rati
     return domain.simulate_batch(col["Dw"], col["rho"], col["T"], seeds, steps=steps)
 
 
+def posterior_draws(samples: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` of the posterior ``samples`` (m, d) without replacement, simulating equal ones only once.
+
+    TMCMC's resampling and rejected moves repeat a sample, and the repeats carry its posterior weight: drawing
+    among the distinct samples only would flatten the posterior.
+
+    Returns
+    -------
+    distinct : (k,) int
+        Indices into ``samples`` of the distinct draws (the ones to simulate).
+    repeat : (min(n, m),) int
+        For each draw, its position in ``distinct``: ``simulated[repeat]`` is the list of drawn densities.
+    """
+    draws = rng.choice(len(samples), size=min(n, len(samples)), replace=False)
+    _, first, repeat = np.unique(samples[draws], axis=0, return_index=True, return_inverse=True)
+    return draws[first], np.ravel(repeat)
+
+
 def personalize_tmcmc(tissue: TissueMaps, observation: Observation, *, n_samples: int = 2048, seed: int = 0,
                       workers: int | None = None, dask_scheduler=None, grid_mm: float | None = None,
                       roi_margin_mm: float = 15.0, calibration_steps: StepSettings = DEFAULT_STEPS,
@@ -139,13 +157,12 @@ def personalize_tmcmc(tissue: TissueMaps, observation: Observation, *, n_samples
     names, natural = _with_derived(prior.names, result.natural)
     map_index = result.map_index
     rng = np.random.default_rng(seed)
-    unique = np.unique(result.samples, axis=0, return_index=True)[1]
-    draws = rng.choice(unique, size=min(predictive_draws, unique.size), replace=False)
-    chosen = np.concatenate([[map_index], draws])
+    distinct, repeat = posterior_draws(result.samples, predictive_draws, rng)
+    chosen = np.concatenate([[map_index], distinct])
     densities = simulate_parameter_sets(tissue, result.natural[chosen], prior.names, ratio)
     if progress is not None:
         progress(1.0)
-    predictive = densities[1:]
+    predictive = densities[1:][repeat]
     finished = time.perf_counter()
 
     parameters = _summarise(names, natural, map_index)
@@ -155,7 +172,8 @@ def personalize_tmcmc(tissue: TissueMaps, observation: Observation, *, n_samples
         "parameters": parameters,
         "identifiability": IDENTIFIABILITY_NOTE,
         "seed_convention": SEED_NOTE,
-        "density_file": f"density.nii.gz = posterior-predictive mean over {len(predictive)} posterior draws; "
+        "density_file": f"density.nii.gz = posterior-predictive mean over {len(predictive)} posterior draws "
+                        f"({len(distinct)} distinct); "
                         f"density_map.nii.gz = the MAP parameters' density",
         "log_evidence": result.log_evidence,
         "forward_runs": result.evaluations + len(chosen),

@@ -8,7 +8,7 @@ from TumorPersonalizationLib.cli import main
 from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
 from TumorPersonalizationLib.imaging.tissue import TissueMaps
 from TumorPersonalizationLib.inference.likelihood import Observation
-from TumorPersonalizationLib.personalize import personalize_tmcmc, write_outputs
+from TumorPersonalizationLib.personalize import personalize_tmcmc, posterior_draws, write_outputs
 from TumorPersonalizationLib.synthetic import synthetic_case
 
 from conftest import phantom_tissue
@@ -93,3 +93,16 @@ def test_personalize_cli_small_run(tmp_path, case_files, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert set(summary["parameters"]) >= {"Dw", "rho", "T", "x", "y", "z", "mu1", "mu2"}
     assert (tmp_path / "out" / "density.nii.gz").is_file()
+
+
+def test_posterior_draws_keep_the_weight_of_repeated_samples():
+    # 90 copies of one sample (as TMCMC's resampling makes them) and 10 others: 90 % of the posterior's mass.
+    samples = np.vstack([np.tile([[1.0, 2.0]], (90, 1)), np.arange(20.0).reshape(10, 2) + 10.0])
+    distinct, repeat = posterior_draws(samples, 40, np.random.default_rng(3))
+    drawn = samples[distinct][repeat]
+    assert len(drawn) == 40 and len(np.unique(samples[distinct], axis=0)) == len(distinct)
+    heavy = np.all(drawn == [1.0, 2.0], axis=1).mean()
+    # Without replacement from 90 of 100: the heavy sample's share is hypergeometric, mean 0.9 (sd ~0.03);
+    # drawing among distinct samples gave it 1 in 11.
+    assert 0.8 <= heavy <= 1.0, heavy
+    assert len(distinct) == 1 + (~np.all(drawn == [1.0, 2.0], axis=1)).sum()
