@@ -63,6 +63,17 @@ def test_resample_onto_a_shifted_grid_moves_voxels(oblique_volume):
     np.testing.assert_allclose(same.array, oblique_volume.array, atol=1e-6)
 
 
+def test_linear_resampling_of_an_integer_image_is_not_rounded():
+    # A 0/1 uint8 mask halfway between two voxel centres is 0.5 there, not 0 (SimpleITK keeps the pixel type).
+    g = Geometry((4, 1, 1), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    mask = Volume(np.array([0, 1, 1, 0], np.uint8).reshape(4, 1, 1), g)
+    half_voxel = Geometry((3, 1, 1), (2.0, 2.0, 2.0), (1.0, 0.0, 0.0))
+    out = resample(mask, half_voxel, "linear")
+    assert out.array.dtype == np.float32
+    np.testing.assert_allclose(out.array.ravel(), [0.5, 1.0, 0.5], atol=1e-6)
+    assert resample(mask, g, "nearest").array.dtype == np.uint8
+
+
 def test_reorientation_for_display(oblique_volume):
     array, spacing, to_display = reorient_to_ras_axes(oblique_volume)
     # The flipped first axis (pointing to patient left) is drawn reversed along R.

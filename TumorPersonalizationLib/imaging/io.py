@@ -117,7 +117,8 @@ def resample(volume: Volume, reference: Geometry, interpolation: str = "linear",
     Parameters
     ----------
     interpolation : {"linear", "nearest", "bspline"}
-        Use "nearest" for label maps and masks.
+        Use "nearest" for label maps and masks (the pixel type is kept); "linear" and "bspline" give float32, so
+        an integer image (a uint8 PET, a 0/1 tissue mask) is not rounded back to integers.
     default_value : float
         Value of output voxels that fall outside the input image.
     """
@@ -125,6 +126,8 @@ def resample(volume: Volume, reference: Geometry, interpolation: str = "linear",
     if interpolation not in interpolators:
         raise InputError(f"interpolation must be one of {sorted(interpolators)}, got {interpolation!r}")
     source = to_sitk(volume)
+    if interpolation != "nearest":
+        source = sitk.Cast(source, sitk.sitkFloat32)
     ref_image = sitk.Image(reference.shape, sitk.sitkUInt8)
     apply_geometry_to_sitk(ref_image, reference)
     out = sitk.Resample(source, ref_image, sitk.Transform(), interpolators[interpolation], float(default_value),
