@@ -54,9 +54,10 @@ def main(argv=None) -> int:
         print(f"{split}: {len(indices)} shards to refine in {args.data}", flush=True)
         if not indices:
             continue
-        executor = make_executor(RefineShards(args.data, split, config, args.evaluations,
-                                              parallel=args.workers == 1 and args.dask_scheduler is None),
-                                 args.workers, args.dask_scheduler)
+        # Serial simulations everywhere, even with one worker: the threaded kernel rounds differently, Nelder-Mead
+        # amplifies that, and the refined targets would depend on the worker count.
+        executor = make_executor(RefineShards(args.data, split, config, args.evaluations), args.workers,
+                                 args.dask_scheduler)
         rows, start = [], time.perf_counter()
         try:
             with tqdm(total=len(indices), unit="shard", desc=split, file=sys.stderr) as bar:

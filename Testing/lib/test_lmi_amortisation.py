@@ -57,11 +57,12 @@ def test_refined_targets_fit_the_masks_at_least_as_well_and_training_can_read_th
     refined = dataset.load_split(folder, "train", targets="refined")
     true = dataset.load_split(folder, "train")
     assert np.array_equal(refined["labels"], true["labels"]) and refined["targets"].shape == (3, 5)
-    # Judged by simulating the stored targets again, not by the numbers the search reported.
+    # Judged by simulating the stored (float32) targets again, not by the numbers the search reported.
     for case, before, after in zip(shard["labels"], true["targets"], refined["targets"]):
-        fits = [mask_fit(domain.simulate(*(float(v) for v in from_time_independent(t[0], t[1])), t[2:]),
-                         case == 2, case > 0, domain.inside).objective for t in (before, after)]
-        assert fits[1] <= fits[0] + 1e-9, fits
+        fits = [mask_fit(domain.simulate(*(float(v) for v in from_time_independent(t[0], t[1])), t[2:],
+                                         parallel=False), case == 2, case > 0, domain.inside).objective
+                for t in (before, after)]
+        assert fits[1] <= fits[0] + 1e-5, fits
     # A second run leaves the finished shard alone.
     written = dataset.refined_path(folder, "train", 0).read_bytes()
     assert np.isnan(RefineShards(folder, "train", config(), max_evaluations=25)([0])).all()

@@ -77,8 +77,8 @@ class RefineShards:
     The domain is the one the cases grew in: the folder's ``tissue.npz`` on the config's grid spacing.
     """
 
-    def __init__(self, folder, split: str, config: dict, max_evaluations: int, parallel: bool = False):
-        self.folder, self.split, self.max_evaluations, self.parallel = Path(folder), split, max_evaluations, parallel
+    def __init__(self, folder, split: str, config: dict, max_evaluations: int):
+        self.folder, self.split, self.max_evaluations = Path(folder), split, max_evaluations
         self.spacing_mm = (float(config["grid"]["spacing_mm"]),) * 3
         from .pipeline import mu_bounds
 
@@ -97,8 +97,8 @@ class RefineShards:
                 continue
             with np.load(dataset.shard_path(self.folder, self.split, index)) as shard:
                 cases = {"labels": shard["labels"], "targets": shard["targets"]}
-            refined = refine_shard(self._domain, cases, self.mu_bounds, self.max_evaluations,
-                                   parallel=self.parallel)
+            # Serial kernels (one core per process): the results do not depend on how many processes run.
+            refined = refine_shard(self._domain, cases, self.mu_bounds, self.max_evaluations, parallel=False)
             dataset.write_shard(refined, out_path)
             rows.append([len(refined["targets"]), refined["objective_start"].mean(), refined["objective_end"].mean(),
                          refined["evaluations"].mean()])
