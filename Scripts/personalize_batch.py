@@ -69,7 +69,11 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--no-slicer", action="store_true", help="use the Lib's CLI even inside Slicer")
     p.add_argument("--dry-run", action="store_true", help="list the patients (and CLI commands) only")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, low in (("seed", 0), ("workers", 0), ("samples", 1)):
+        if getattr(args, name) < low:
+            p.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    return args
 
 
 def in_slicer() -> bool:

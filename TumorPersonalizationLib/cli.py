@@ -90,6 +90,16 @@ def _nonnegative_float(text: str) -> float:
     return _number(text, allow_zero=True)
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _refuse_overwriting_inputs(outputs, inputs) -> None:
     resolved_inputs = {Path(p).resolve() for p in inputs if p is not None}
     for out in outputs:
@@ -274,7 +284,7 @@ def _add_personalize(sub) -> None:
     p.add_argument("--fast", action="store_true",
                    help=f"{FAST_SAMPLES} samples per stage instead of 2048 (about 4x faster, more Monte Carlo error)")
     p.add_argument("--margin-mm", type=_nonnegative_float, default=15.0, help="standard-plan margin (mm)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (results are reproducible)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed >= 0 (results are reproducible)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress-json", action="store_true",

@@ -63,6 +63,12 @@ def core_mask(segmentation: Volume, labels=DEFAULT_CORE_LABELS, name: str = "cor
     return segmentation.like(core)
 
 
+def _csf_probability(csf: Volume) -> np.ndarray:
+    # A 0-255 or 0-100 map, or NaN (which compares as not below the threshold), would silently cut every voxel
+    # with any CSF out of both plans.
+    return unit_interval(csf.array, "csf", "CSF probabilities")
+
+
 def _optional_mask(volume: Volume | None, reference: Volume, name: str) -> np.ndarray | None:
     if volume is None:
         return None
@@ -106,7 +112,7 @@ def standard_plan(core: Volume, margin_mm: float = DEFAULT_MARGIN_MM, brain_mask
         if csf is None:
             raise InputError("exclude_csf needs a CSF map")
         require_same_grid(core, "core", csf, "csf")
-        plan &= (csf.array < CSF_THRESHOLD) | core_array
+        plan &= (_csf_probability(csf) < CSF_THRESHOLD) | core_array
     return core.like(plan)
 
 
@@ -208,7 +214,7 @@ def make_plans(density: Volume, core: Volume, *, margin_mm: float = DEFAULT_MARG
     limit = brain_mask
     if csf is not None:
         require_same_grid(density, "density", csf, "csf")
-        allowed = csf.array < CSF_THRESHOLD
+        allowed = _csf_probability(csf) < CSF_THRESHOLD
         if brain_mask is not None:
             allowed &= _optional_mask(brain_mask, density, "brain mask")
         limit = csf.like(allowed)

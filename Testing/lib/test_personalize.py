@@ -106,3 +106,11 @@ def test_posterior_draws_keep_the_weight_of_repeated_samples():
     # drawing among distinct samples gave it 1 in 11.
     assert 0.8 <= heavy <= 1.0, heavy
     assert len(distinct) == 1 + (~np.all(drawn == [1.0, 2.0], axis=1)).sum()
+
+
+def test_a_negative_seed_is_an_argument_error(tmp_path, case_files, capsys):
+    argv = ["personalize", "--method", "tmcmc", "--t1gd", str(case_files["t1gd"]), "--flair",
+            str(case_files["flair"]), "--seed", "-1", "--out", str(tmp_path / "out"), "--quiet"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "--seed: must be >= 0" in capsys.readouterr().err

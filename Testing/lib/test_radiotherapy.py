@@ -126,7 +126,10 @@ def test_probability_map_of_samples_with_a_known_distribution():
     np.testing.assert_allclose(radiotherapy.probability_map(samples, t), expected, atol=1.0 / n + 1e-6)
     reference = Volume.from_array(np.zeros(shape, np.float32))
     plan, probability = radiotherapy.probabilistic_plan(samples, reference, t, 0.5)
-    np.testing.assert_array_equal(plan.array, expected >= 0.5)
+    # Judged only where P is clearly off 0.5: within 1 / n of it the samples' P is a tie by construction.
+    clear = np.abs(expected - 0.5) > 1.0 / n
+    np.testing.assert_array_equal(plan.array[clear], (expected >= 0.5)[clear])
+    assert clear.mean() > 0.9
     assert probability.geometry == reference.geometry
 
 
@@ -171,6 +174,8 @@ def test_model_plan_covers_the_recurrence_at_least_as_well_as_the_standard_plan(
     (lambda d, c: radiotherapy.make_plans(d, Volume.from_array(c.array, spacing_mm=(2, 2, 2))), "different grid"),
     (lambda d, c: radiotherapy.make_plans(d, c, brain_mask=d.like(np.zeros(d.shape))), "brain mask: the mask is empty"),
     (lambda d, c: metrics.coverage(c.like(np.zeros(c.shape, bool)), c), "recurrence: the mask is empty"),
+    (lambda d, c: radiotherapy.make_plans(d, c, csf=d.like(d.array * 255)), "csf: CSF probabilities"),
+    (lambda d, c: radiotherapy.make_plans(d, c, csf=d.like(np.where(d.array > 0.5, np.nan, 0.0))), "csf: .*NaN"),
     (lambda d, c: metrics.dice(c, c.like(np.full(c.shape, 3))), "binary mask"),
 ])
 def test_bad_input_is_refused_clearly(call, message):
