@@ -162,6 +162,7 @@ def childEnvironment() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([libParent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["MPLBACKEND"] = "Agg"  # the CLI writes PNGs; it must never try to open a window
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"  # what the reader threads decode, whatever the system locale says
     return env
 
 
@@ -204,7 +205,10 @@ class CliJob:
             popenKw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         self.startTime = time.monotonic()
         self._process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         stdin=subprocess.DEVNULL, env=self.env, text=True, bufsize=1, **popenKw)
+                                         stdin=subprocess.DEVNULL, env=self.env, text=True, bufsize=1,
+                                         # A byte that does not decode must not kill a reader thread (the child
+                                         # would then block on a full pipe): it is replaced.
+                                         encoding="utf-8", errors="replace", **popenKw)
         self._threads = [threading.Thread(target=self._read, args=(self._process.stderr, True), daemon=True),
                          threading.Thread(target=self._read, args=(self._process.stdout, False), daemon=True)]
         for thread in self._threads:

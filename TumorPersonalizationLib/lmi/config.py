@@ -61,8 +61,12 @@ def _cached_tissue(config_json: str):
 
     atlas = load_atlas()
     geometry = network_geometry(atlas, json.loads(config_json))
-    return resample_tissue(TissueMaps(atlas.wm, atlas.gm, atlas.csf, atlas.t1), geometry,
-                           "bundled atlas on the LMI network grid")
+    tissue = resample_tissue(TissueMaps(atlas.wm, atlas.gm, atlas.csf, atlas.t1), geometry,
+                             "bundled atlas on the LMI network grid")
+    for volume in (tissue.wm, tissue.gm, tissue.csf, tissue.background):
+        if volume is not None:
+            volume.array.setflags(write=False)  # cached for the process: an in-place edit would reach every caller
+    return tissue
 
 
 def network_tissue(config: dict):
