@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="dataset folder (created; existing shards kept)")
     parser.add_argument("--config", type=Path, help="LMI config (default Resources/LMI/config.json)")
     parser.add_argument("--splits", nargs="+", default=list(dataset.SPLITS), choices=dataset.SPLITS)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=available_cpus())
     args = parser.parse_args(argv)
 
     config = lmi_config.load_config(args.config)

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from TumorPersonalizationLib.errors import InputError  # noqa: E402
+from TumorPersonalizationLib.execution import available_cpus, make_executor  # noqa: E402
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 
@@ -32,14 +33,13 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=dataset.SPLITS)
     parser.add_argument("--shards", type=int, help="refine only the first N shards of each split")
     parser.add_argument("--evaluations", type=int, default=100, help="simulations per case (default 100)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=available_cpus())
     parser.add_argument("--dask-scheduler", help="run on this Dask cluster instead of local processes")
     args = parser.parse_args(argv)
 
     import numpy as np
     from tqdm import tqdm
 
-    from TumorPersonalizationLib.execution import make_executor
     from TumorPersonalizationLib.lmi.amortisation import RefineShards
 
     config = lmi_config.load_config(args.config)

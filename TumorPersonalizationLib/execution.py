@@ -17,6 +17,18 @@ from .errors import InputError
 _WORKER_FUNCTION = None
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or taskset's), at least 1.
+
+    ``os.cpu_count()`` counts the machine's CPUs: in a container limited to 2 it may say 64, and a default of
+    one worker per CPU would then start 64 processes.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on every platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _install(function) -> None:
     global _WORKER_FUNCTION
     _WORKER_FUNCTION = function
@@ -53,7 +65,7 @@ class LocalPoolExecutor:
     """A pool of ``workers`` processes (spawned, so numba's threads never cross a fork)."""
 
     def __init__(self, function, workers: int | None = None):
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or available_cpus()
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_install, initargs=(function,))
 
@@ -105,6 +117,6 @@ def make_executor(function, workers: int | None = None, dask_scheduler=None):
         return DaskExecutor(function, dask_scheduler)
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
-    if (workers or os.cpu_count() or 1) == 1:
+    if (workers or available_cpus()) == 1:
         return InlineExecutor(function)
     return LocalPoolExecutor(function, workers)

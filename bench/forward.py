@@ -12,7 +12,6 @@ only computed with --worst-reference.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
 from TumorPersonalizationLib.models import fisher_kolmogorov as fk  # noqa: E402
 
@@ -80,7 +80,7 @@ def bench_grid(label, wm, gm, spacing, seed, args):
 
 
 def bench_batch(domain, seed, n, rng):
-    workers = os.cpu_count() or 1
+    workers = available_cpus()
     dw = np.full(n, CASES["typical"][0])
     rho = np.full(n, CASES["typical"][1])
     t = np.full(n, CASES["typical"][2])

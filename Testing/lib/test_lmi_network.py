@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from TumorPersonalizationLib.errors import InputError
-from TumorPersonalizationLib.lmi import dataset, inputs
+from TumorPersonalizationLib.lmi import dataset
 from TumorPersonalizationLib.lmi.config import load_config, target_scaling
 from TumorPersonalizationLib.lmi.network import InverseNet, LesionStatistics
 from TumorPersonalizationLib.lmi.parameters import (FRONT_SPEED_MM_PER_DAY, from_time_independent,

@@ -24,13 +24,13 @@ origin: a smaller seed needs longer to reach the same size, so T is meaningful o
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
+from ..execution import available_cpus
 from ..validation import unit_interval
 from . import _fk_kernels as kernels
 
@@ -305,7 +305,7 @@ class Domain:
             out[b] = self.simulate(dw[b], rho[b], t[b], seeds[b], steps=steps, parallel=False)
             return b
 
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=workers or available_cpus()) as pool:
             for _ in pool.map(run, range(len(dw))):
                 done += 1
                 if progress is not None:
