@@ -143,6 +143,14 @@ def test_tumor_is_excluded_from_the_similarity(atlas, warped_case, patient_geome
 def test_skull_strip_detection(atlas):
     assert looks_skull_stripped(atlas.t1_stripped)
     assert not looks_skull_stripped(atlas.t1)
+    # Z-scored inside the brain (as some pipelines store BraTS images): the brain goes below the zero background.
+    stripped = atlas.t1_stripped.array.astype(np.float32)
+    brain = stripped != 0
+    z = np.where(brain, (stripped - stripped[brain].mean()) / stripped[brain].std(), 0.0).astype(np.float32)
+    assert z.min() < 0 and looks_skull_stripped(atlas.t1_stripped.like(z))
+    # A whole head with noise in the air around it is still a whole head.
+    noisy = atlas.t1.array + np.random.default_rng(0).normal(0.0, 1.0, atlas.t1.shape).astype(np.float32)
+    assert not looks_skull_stripped(atlas.t1.like(noisy))
 
 
 def test_mask_on_another_grid_is_rejected(atlas, warped_case):

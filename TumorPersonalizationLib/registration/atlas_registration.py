@@ -319,12 +319,18 @@ def _check_similarity(report: dict, stage: str, minimum: float, skull_stripped: 
 def looks_skull_stripped(t1: Volume) -> bool:
     """True when the image looks skull-stripped (BraTS convention): little above its background value.
 
-    Rule: the volume of voxels strictly above the image minimum is below ``SKULL_STRIPPED_MAX_FOREGROUND_ML``
-    (2.5 L). Skull stripping sets everything outside the brain to one value (usually 0), leaving 1.1-2 L; a whole
-    head has 3-5 L of tissue, and its air is usually noise above the minimum anyway.
+    Rule: the volume of voxels that differ from the background value is below
+    ``SKULL_STRIPPED_MAX_FOREGROUND_ML`` (2.5 L). Skull stripping sets everything outside the brain to one value
+    (usually 0), leaving 1.1-2 L; a whole head has 3-5 L of tissue, and its air is usually noise anyway. The
+    background value is the most common value on the image's outer faces, not its minimum: a z-scored stripped
+    brain goes below its zero background.
     """
     array = np.asarray(t1.array)
-    foreground_ml = np.count_nonzero(array > array.min()) * t1.geometry.voxel_volume_ml
+    faces = np.concatenate([array[0].ravel(), array[-1].ravel(), array[:, 0].ravel(), array[:, -1].ravel(),
+                            array[:, :, 0].ravel(), array[:, :, -1].ravel()])
+    values, counts = np.unique(faces, return_counts=True)
+    background = values[np.argmax(counts)]
+    foreground_ml = np.count_nonzero(array != background) * t1.geometry.voxel_volume_ml
     return bool(foreground_ml < SKULL_STRIPPED_MAX_FOREGROUND_ML)
 
 
