@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from TumorPersonalizationLib.errors import InputError  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
         n_shards = -(-int(config["dataset"]["cases"][split]) // size)
         todo += [(split, i) for i in range(n_shards) if not dataset.shard_path(args.out, split, i).exists()]
     args.out.mkdir(parents=True, exist_ok=True)
+    dataset.check_manifest(args.out, config, create=True)  # new shards must not join ones made differently
     dataset.write_tissue(args.out, tissue.wm.array, tissue.gm.array)
     print(f"{len(todo)} shards of {size} cases to make in {args.out} with {args.workers} workers", flush=True)
     if not todo:
@@ -79,4 +81,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

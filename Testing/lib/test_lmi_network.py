@@ -160,3 +160,19 @@ def test_the_thesis_size_config_describes_a_valid_setup():
     assert target_scaling(config).upper[2] * 1.5 == target_scaling(cpu).upper[2] * cpu["grid"]["spacing_mm"]
     head = InverseNet.from_config(config).head
     assert head[0].in_features == 64 + LesionStatistics.N_FEATURES  # width 64 pooled, plus the lesion statistics
+
+
+def test_a_dataset_made_with_other_settings_is_refused(tmp_path):
+    config = copy.deepcopy(load_config())
+    dataset.check_manifest(tmp_path, config)  # no manifest, not asked to create one: accepted as it is
+    assert not (tmp_path / dataset.MANIFEST_NAME).exists()
+    dataset.check_manifest(tmp_path, config, create=True)
+    dataset.check_manifest(tmp_path, config)
+    config["dataset"]["cases"]["train"] = 10  # how many cases: not a generation setting
+    dataset.check_manifest(tmp_path, config)
+    config["sampling"]["uc_flair"] = [0.1, 0.5]
+    config["dataset"]["seed"] = 7
+    with pytest.raises(InputError, match="sampling, seed differ"):
+        dataset.check_manifest(tmp_path, config)
+    with pytest.raises(InputError, match="sampling, seed differ"):
+        train(config, tmp_path, tmp_path / "run", log=lambda *_: None)

@@ -180,6 +180,38 @@ def write_shard(shard: dict, path) -> Path:
 
 
 TISSUE_NAME = "tissue.npz"
+MANIFEST_NAME = "dataset.json"
+
+
+def generation_settings(config: dict) -> dict:
+    """The parts of an LMI config that decide what the shards hold (not how many there are)."""
+    return {"grid": config["grid"], "sampling": config["sampling"], "acceptance": config["acceptance"],
+            "seed": config["dataset"]["seed"], "shard_size": config["dataset"]["shard_size"]}
+
+
+def check_manifest(folder, config: dict, create: bool = False) -> None:
+    """Refuse a dataset folder whose shards were made from other generation settings than ``config``'s.
+
+    The folder's ``dataset.json`` records :func:`generation_settings`; with ``create`` it is written when absent
+    (Scripts/lmi_make_dataset.py). A folder without one (made before it existed) is accepted as it is.
+    """
+    import json
+
+    path = Path(folder) / MANIFEST_NAME
+    wanted = json.loads(json.dumps(generation_settings(config)))  # tuples -> lists, as the file holds them
+    if not path.exists():
+        if create:
+            with atomic_path(path, ".json") as tmp:
+                Path(tmp).write_text(json.dumps(wanted, indent=1, sort_keys=True))
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"dataset manifest {path}: cannot read it ({error})") from error
+    differing = sorted(key for key in set(wanted) | set(recorded) if wanted.get(key) != recorded.get(key))
+    if differing:
+        raise InputError(f"dataset {folder} was made with other settings than this config ({', '.join(differing)} "
+                         "differ): use a new folder, or the config that made it")
 
 
 def write_tissue(folder, wm: np.ndarray, gm: np.ndarray) -> Path:

@@ -24,7 +24,7 @@ import torch
 from ..errors import Cancelled, InputError
 from ..files import atomic_path
 from .config import target_scaling
-from .dataset import load_split, load_tissue, relative_targets
+from .dataset import check_manifest, load_split, load_tissue, relative_targets
 from .inputs import assemble, crop_labels
 from .network import InverseNet
 
@@ -111,6 +111,7 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     scaling = target_scaling(config)
     # The config's count, not whatever the folder holds: extra shards must not change the run silently.
     wanted = int(config["dataset"]["cases"]["train"])
+    check_manifest(data_dir, config)
     targets = cfg.get("targets", "true")  # "refined": learn what the refinement finds (lmi/amortisation.py)
     train_data = load_split(data_dir, "train", limit=wanted if train_limit is None else min(train_limit, wanted),
                             targets=targets)
