@@ -143,8 +143,10 @@ def test_batch_matches_single_runs(phantom):
     batch = domain.simulate_batch(dw, rho, t, seeds, workers=2, progress=lambda done, total: seen.append(done))
     assert batch.shape == (2,) + wm.shape and seen[-1] == 2
     for b in range(2):
-        single = domain.simulate(dw[b], rho[b], t[b], seeds[b])
-        np.testing.assert_allclose(batch[b], single, atol=1e-5)
+        # The batch runs the serial kernels; so does this single run: the same arithmetic, the same numbers
+        # (the threaded kernels round differently, ~3e-7, and that may change a step count on another CPU).
+        single = domain.simulate(dw[b], rho[b], t[b], seeds[b], parallel=False)
+        np.testing.assert_array_equal(batch[b], single)
 
 
 def test_progress_is_reported_and_cancel_stops(phantom):
