@@ -41,11 +41,11 @@ from TumorPersonalizationLib.lmi.network import LesionStatistics, grid_voxel_ml 
 from TumorPersonalizationLib.lmi.pipeline import predict_labels  # noqa: E402
 from TumorPersonalizationLib.lmi.training import WEIGHTS_NAME, load_network, train  # noqa: E402
 
-VARIANTS = {
-    "thesis head (one linear layer)": {"head_hidden": 0, "lesion_statistics": False},
-    "MLP head": {"head_hidden": 64, "lesion_statistics": False},
-    "MLP head + lesion statistics (shipped)": {"head_hidden": 64, "lesion_statistics": True},
-    "the same, width 24": {"head_hidden": 64, "lesion_statistics": True, "width": 24},
+VARIANTS = {  # each names its width: the shipped config's may change
+    "thesis head (one linear layer)": {"head_hidden": 0, "lesion_statistics": False, "width": 16},
+    "MLP head": {"head_hidden": 64, "lesion_statistics": False, "width": 16},
+    "MLP head + lesion statistics": {"head_hidden": 64, "lesion_statistics": True, "width": 16},
+    "the same, width 24 (shipped)": {"head_hidden": 64, "lesion_statistics": True, "width": 24},
 }
 
 
