@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from TumorPersonalizationLib.errors import InputError  # noqa: E402
+from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus, make_executor  # noqa: E402
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
@@ -79,8 +79,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -11,3 +11,17 @@ class InputError(ValueError):
 
 class Cancelled(Exception):
     """Raised by a progress callback to stop a long computation; nothing is written after it."""
+
+
+def run_script(main) -> None:
+    """Exit with ``main()``'s code; an :class:`InputError` becomes one line on stderr and exit code 2, as in the CLI.
+
+    For the scripts in ``Scripts/`` (``if __name__ == "__main__": run_script(main)``).
+    """
+    import sys
+
+    try:
+        sys.exit(main())
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
