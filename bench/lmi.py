@@ -32,10 +32,10 @@ from TumorPersonalizationLib.execution import make_executor  # noqa: E402
 from TumorPersonalizationLib.imaging.io import read_volume  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
-from TumorPersonalizationLib.lmi.config import network_domain, network_tissue  # noqa: E402
+from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import from_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (default_weights, mu_bounds,  # noqa: E402
-                                                  nearest_domain_voxel, personalize_lmi, predict_labels)
+from TumorPersonalizationLib.lmi.pipeline import (default_weights, nearest_domain_voxel,  # noqa: E402
+                                                  personalize_lmi, predict_labels)
 from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS, refine  # noqa: E402
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402

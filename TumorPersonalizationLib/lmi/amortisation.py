@@ -25,6 +25,7 @@ import numpy as np
 
 from ..models.fisher_kolmogorov import Domain
 from . import dataset
+from .config import mu_bounds
 from .refinement import refine
 
 
@@ -39,7 +40,7 @@ def refine_shard(domain: Domain, shard: dict, mu_bounds, max_evaluations: int, *
     shard : dict
         ``labels`` (n, ni, nj, nk) uint8 and ``targets`` (n, 5), as :func:`~.dataset.make_shard` returns.
     mu_bounds : ((mu1_low, mu1_high), (mu2_low, mu2_high))
-        The search box (the network's target range, :func:`~.pipeline.mu_bounds`).
+        The search box (the network's target range, :func:`~.config.mu_bounds`).
     max_evaluations : int
         Simulations allowed per case.
     parallel : bool
@@ -80,8 +81,6 @@ class RefineShards:
     def __init__(self, folder, split: str, config: dict, max_evaluations: int):
         self.folder, self.split, self.max_evaluations = Path(folder), split, max_evaluations
         self.spacing_mm = (float(config["grid"]["spacing_mm"]),) * 3
-        from .pipeline import mu_bounds
-
         self.mu_bounds = mu_bounds(config)
         self._domain = None
 

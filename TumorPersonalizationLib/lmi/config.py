@@ -32,6 +32,12 @@ def target_scaling(config: dict) -> TargetScaling:
     return TargetScaling(tuple(config["targets"]["lower"]), tuple(config["targets"]["upper"]))
 
 
+def mu_bounds(config: dict) -> tuple:
+    """((mu1_low, mu1_high), (mu2_low, mu2_high)): the targets' trained range, kept off 0 (no growth)."""
+    lower, upper = config["targets"]["lower"], config["targets"]["upper"]
+    return tuple((max(lower[i], 0.02 * upper[i]), upper[i]) for i in (0, 1))
+
+
 def network_geometry(atlas, config: dict):
     """The network's input grid: ``config["grid"]`` shape and spacing, centred on the atlas brain's bounding box.
 

@@ -25,6 +25,7 @@ any number of processes, and a run that was interrupted resumes by making the sh
 """
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -195,8 +196,6 @@ def check_manifest(folder, config: dict, create: bool = False) -> None:
     The folder's ``dataset.json`` records :func:`generation_settings`; with ``create`` it is written when absent
     (Scripts/lmi_make_dataset.py). A folder without one (made before it existed) is accepted as it is.
     """
-    import json
-
     path = Path(folder) / MANIFEST_NAME
     wanted = json.loads(json.dumps(generation_settings(config)))  # tuples -> lists, as the file holds them
     if not path.exists():

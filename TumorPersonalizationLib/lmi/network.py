@@ -12,7 +12,7 @@ combination of spatial averages, while mu1 and mu2 depend on them nonlinearly (t
 cube root of its volume); and the max-pooling between blocks blurs the masks' extent to a few voxels, so the
 volumes must be learnt by the convolutions, which a small network trained for minutes does poorly. Handing the head
 the volumes it needs lets the convolutions learn the shape. The thesis' size is width 64 on 128^3 with one input
-channel; the CPU config uses width 16 on a 40^3 lesion-centred crop with six channels (``lmi/inputs.py``,
+channel; the CPU config uses width 24 on a 40^3 lesion-centred crop with six channels (``lmi/inputs.py``,
 ``Resources/LMI/config.json``).
 
 Initialisation: He (Kaiming) normal for every convolution as in the thesis, except the last convolution of each

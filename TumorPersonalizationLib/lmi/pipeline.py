@@ -27,7 +27,7 @@ from ..models.fisher_kolmogorov import Domain, nearest_voxel
 from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
 from ..registration import RegistrationSettings, register_to_atlas
 from ..stage_timer import StageTimer
-from .config import lmi_dir, network_domain, network_geometry, network_tissue, target_scaling
+from .config import lmi_dir, mu_bounds, network_domain, network_geometry, network_tissue, target_scaling
 from .dataset import absolute_targets, encode_labels
 from .inputs import assemble, crop_labels
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
@@ -60,12 +60,6 @@ def predict_crops(model, config: dict, crops: np.ndarray, origins: np.ndarray, c
             part = slice(start, start + batch_size)
             scaled.append(model(torch.from_numpy(assemble(crops[part], origins[part], tissue_wm_gm))).numpy())
     return absolute_targets(target_scaling(config).unscale(np.concatenate(scaled)), centres)
-
-
-def mu_bounds(config: dict) -> tuple:
-    """((mu1_low, mu1_high), (mu2_low, mu2_high)): the targets' trained range, kept off 0 (no growth)."""
-    lower, upper = config["targets"]["lower"], config["targets"]["upper"]
-    return tuple((max(lower[i], 0.02 * upper[i]), upper[i]) for i in (0, 1))
 
 
 def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:

@@ -109,9 +109,9 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
     dev = torch.device(device)
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # fixed input size: let cuDNN pick the fastest kernels
     scaling = target_scaling(config)
+    check_manifest(data_dir, config)
     # The config's count, not whatever the folder holds: extra shards must not change the run silently.
     wanted = int(config["dataset"]["cases"]["train"])
-    check_manifest(data_dir, config)
     targets = cfg.get("targets", "true")  # "refined": learn what the refinement finds (lmi/amortisation.py)
     train_data = load_split(data_dir, "train", limit=wanted if train_limit is None else min(train_limit, wanted),
                             targets=targets)
