@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
+from TumorPersonalizationLib.errors import run_script  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus, make_executor  # noqa: E402
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
@@ -46,9 +46,7 @@ def main(argv=None) -> int:
     # One simulation per process; the pool provides the parallelism (spawned workers inherit this).
     os.environ["NUMBA_NUM_THREADS"] = "1"
     for split in args.splits:
-        count = len(sorted(args.data.glob(f"{split}_*.npz")))
-        if count == 0:
-            raise InputError(f"no {split} shards in {args.data} (make them with Scripts/lmi_make_dataset.py)")
+        count = len(dataset.shard_paths(args.data, split))
         indices = [i for i in range(min(count, args.shards or count))
                    if not dataset.refined_path(args.data, split, i).exists()]
         print(f"{split}: {len(indices)} shards to refine in {args.data}", flush=True)

@@ -17,6 +17,7 @@ from . import __version__
 from .errors import Cancelled, InputError
 
 REFINE_EVALUATIONS = 300  # lmi/refinement.DEFAULT_EVALUATIONS (not imported: the CLI starts without torch/scipy)
+REFINE_FINE_EVALUATIONS = 60  # lmi/refinement.FINE_EVALUATIONS
 
 
 class ProgressBar:
@@ -269,9 +270,11 @@ def _add_personalize(sub) -> None:
     lmi = p.add_argument_group("Learn-Morph-Infer (--method lmi)")
     lmi.add_argument("--t1", type=Path, help="the patient's T1 or T1Gd image (whole-head or skull-stripped)")
     lmi.add_argument("--refine", action="store_true",
-                     help="refine the network's estimate with a short Nelder-Mead search (a few seconds)")
+                     help="refine the network's estimate with a short Nelder-Mead search (10-40 s)")
     lmi.add_argument("--refine-evaluations", type=int, default=REFINE_EVALUATIONS,
-                     help=f"simulations allowed in --refine (default {REFINE_EVALUATIONS})")
+                     help=f"simulations allowed in --refine on the 3 mm network grid (default {REFINE_EVALUATIONS})")
+    lmi.add_argument("--refine-fine-evaluations", type=int, default=REFINE_FINE_EVALUATIONS,
+                     help=f"then on the atlas' 1.5 mm grid (default {REFINE_FINE_EVALUATIONS}; 0: skip)")
     lmi.add_argument("--skull-stripped", choices=["auto", "yes", "no"], default="auto",
                      help="is --t1 skull-stripped? (auto: decided from the image's foreground volume)")
     lmi.add_argument("--weights", type=Path, help="trained network (default Resources/LMI/inverse_net.pt)")
@@ -299,7 +302,7 @@ FAST_SAMPLES = 320
 
 # Options that only one method reads: given with the other method, they are refused rather than ignored.
 _TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet", "wm", "gm", "csf")
-_LMI_ONLY = ("t1", "refine", "refine_evaluations", "skull_stripped", "weights")
+_LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "skull_stripped", "weights")
 
 
 def _refuse_options_of_other_method(args) -> None:
@@ -320,6 +323,8 @@ def _run_personalize_lmi(args) -> int:
         raise InputError("--method lmi needs --t1 (the patient's T1 image, to register to the atlas)")
     if args.refine_evaluations < 6:
         raise InputError(f"--refine-evaluations must be at least 6, got {args.refine_evaluations}")
+    if args.refine_fine_evaluations < 0:
+        raise InputError(f"--refine-fine-evaluations must be 0 or more, got {args.refine_fine_evaluations}")
     _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES], [args.t1, args.t1gd, args.flair])
     t1 = read_volume(args.t1, "--t1")
     t1gd, flair = read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair")
@@ -328,6 +333,7 @@ def _run_personalize_lmi(args) -> int:
         result, tissue, observation = personalize_lmi(
             t1, t1gd, flair, names=(f"--t1 {args.t1}", f"--t1gd {args.t1gd}", f"--flair {args.flair}"),
             refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
+            refine_fine_evaluations=args.refine_fine_evaluations,
             skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
             progress=bar)
     finally:

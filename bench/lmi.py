@@ -1,19 +1,22 @@
 """Learn-Morph-Infer accuracy and speed.
 
 1. Held-out synthetic test set in atlas space (``test`` split of Scripts/lmi_make_dataset.py, never used in
-   training): the network's estimate is simulated on the network grid and compared with the ground-truth
-   simulation: mean absolute error of the density within WM, GM and CSF (hard labels of the atlas maps) and Dice of
-   {c >= level} at 0.01, 0.1 and 0.8 (the thesis' table, chapter 7). The first ``--refine-cases`` cases are also
-   refined (Nelder-Mead, at most ``--refine-evaluations`` simulations each) and scored the same way. With
-   ``--ablation-cases N``, the first N cases are also scored with true values swapped in for some of the network's
-   (mu1, mu2, seed): which estimate costs the most Dice.
+   training), grown again on the atlas' 1.5 mm grid from each case's parameters and thresholded at its two
+   visibility levels, as a patient's warped masks arrive; the network sees them taken onto its 3 mm grid the
+   pipeline's way. Each estimate is simulated on the atlas grid (as the pipeline does) and compared with the truth:
+   mean absolute error of the density within WM, GM and CSF (hard labels of the atlas maps) and Dice of
+   {c >= level} at 0.01, 0.1 and 0.8 (the thesis' table, chapter 7), overall and by FLAIR volume. The first
+   ``--refine-cases`` cases are also refined (Nelder-Mead on the network grid, at most ``--refine-evaluations``
+   simulations, then on the atlas grid, ``--refine-fine-evaluations``) and scored the same way. With
+   ``--ablation-cases N``, the first N cases are also scored with true values swapped in for some of the
+   network's (mu1, mu2, seed): which estimate costs the most Dice.
 2. End to end: the example patient (Resources/ExamplePatient: SRI24 anatomy, 1 mm, synthetic tumor) through the
    whole pipeline, seconds per stage, without and with refinement, and its density against the truth.
 
 Usage::
 
     python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--workers 2] [--ablation-cases 100]
-                        [--skip-e2e] [--json out.json]
+                        [--refine-evaluations 300] [--refine-fine-evaluations 60] [--skip-e2e] [--json out.json]
 """
 from __future__ import annotations
 
@@ -29,17 +32,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from TumorPersonalizationLib.execution import make_executor  # noqa: E402
+from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
 from TumorPersonalizationLib.imaging.io import read_volume  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
-from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_tissue  # noqa: E402
+from TumorPersonalizationLib.lmi.config import (mu_bounds, network_domain, network_geometry,  # noqa: E402
+                                                network_tissue)
+from TumorPersonalizationLib.lmi.dataset import encode_labels  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import from_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (default_weights, nearest_domain_voxel,  # noqa: E402
+from TumorPersonalizationLib.lmi.pipeline import (mask_to_network_grid, default_weights,  # noqa: E402
                                                   personalize_lmi, predict_labels)
-from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS, refine  # noqa: E402
+from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid,  # noqa: E402
+                                                    nearest_domain_voxel, refine_coarse_to_fine)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402
-from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402 (type of simulate_targets' domain)
+from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402
 
 LEVELS = (0.01, 0.1, 0.8)
 # Thesis ch. 7, Table 1, experiment 3 (FK, mu1/mu2/x predicted): MAE 0.057 (WM), 0.057 (GM), 0.0 (CSF).
@@ -67,43 +74,6 @@ def print_table(title: str, rows: dict) -> None:
 
 SCORE_KEYS = ("MAE WM", "MAE GM", "MAE CSF", *(f"Dice {level:g}" for level in LEVELS))
 
-
-class RefineCases:
-    """Refines test cases by index and scores them against their truth: (n, 10) array of SCORE_KEYS, then
-    evaluations, seconds, objective before, objective after. Picklable: loads the data in the worker."""
-
-    def __init__(self, data_dir, config: dict, predicted: np.ndarray, evaluations: int, parallel: bool):
-        self.data_dir, self.config, self.predicted, self.evaluations = data_dir, config, predicted, evaluations
-        self.parallel = parallel  # False when several workers share the cores
-        self._data = self._grid = None
-
-    def __call__(self, indices) -> np.ndarray:
-        if self._data is None:
-            self._data = dataset.load_split(self.data_dir, "test", limit=len(self.predicted))
-            self._grid = network_domain(self.config), network_tissue(self.config)
-        domain, tissue = self._grid
-        out = []
-        for i in np.asarray(indices, dtype=int):
-            labels, p = self._data["labels"][i], self._data["parameters"][i]
-            truth = domain.simulate(p[0], p[1], p[2], p[3:6], parallel=self.parallel)
-            seed = nearest_domain_voxel(domain.inside, self.predicted[i, 2:5])
-            r = refine(domain, labels == 2, labels > 0, self.predicted[i, 0], self.predicted[i, 1], seed,
-                       max_evaluations=self.evaluations, mu_bounds=mu_bounds(self.config),
-                       parallel=self.parallel)
-            refined = simulate_targets(domain, np.array([[r["mu1"], r["mu2"], *r["seed_index"]]]))[0]
-            scores = score(refined, truth, tissue)
-            out.append([scores[key] for key in SCORE_KEYS] + [r["evaluations"], r["seconds"],
-                                                              r["start"]["objective"], r["end"]["objective"]])
-        return np.array(out)
-
-
-def simulate_targets(domain: Domain, targets: np.ndarray) -> np.ndarray:
-    """(n, 5) mu1, mu2, seed -> (n, ni, nj, nk) densities (seeds moved into the domain if needed)."""
-    dw, rho, days = from_time_independent(targets[:, 0], targets[:, 1])
-    seeds = np.array([nearest_domain_voxel(domain.inside, s) for s in targets[:, 2:5]])
-    return domain.simulate_batch(dw, rho, days, seeds)
-
-
 ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
     "true mu1, mu2; network's seed": (0, 1),
     "true seed; network's mu1, mu2": (2, 3, 4),
@@ -112,84 +82,201 @@ ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
 }
 
 
-def ablation(domain, tissue, predicted: np.ndarray, data: dict, network_rows: list) -> dict:
-    """Mean scores of the first ``len(network_rows)`` cases (their network-alone scores) with the ABLATIONS' true
-    values swapped into the network's estimate."""
-    n = len(network_rows)
-    p = data["parameters"][:n]
-    truth = domain.simulate_batch(p[:, 0], p[:, 1], p[:, 2], p[:, 3:6])
-    results = {"network": summarise(network_rows)}
-    for name, columns in ABLATIONS.items():
-        mixed = np.array(predicted[:n], dtype=np.float64, copy=True)
-        mixed[:, list(columns)] = data["targets"][:n][:, list(columns)]
-        guess = simulate_targets(domain, mixed)
-        results[name] = summarise([score(g, t, tissue) for g, t in zip(guess, truth)])
-    print_table(f"Ablation, first {n} test cases: true values swapped in", results)
-    return results
+class AtlasCases:
+    """Test cases grown again at the atlas' resolution, as a patient's arrive: the truth is simulated on the atlas
+    grid (1.5 mm) from the case's parameters and thresholded at its two visibility levels; the network sees those
+    masks taken onto its 3 mm grid the way the pipeline takes warped masks there. Picklable: each worker loads the
+    data and the grids once.
+
+    ``observe(indices)``: (n, 64, 64, 64) uint8 labels on the network grid.
+    ``score(indices)``: (n, columns) of :meth:`columns`: the network's estimate (``predicted``), the refined one
+    (cases below ``refine_cases``) and the ABLATIONS (cases below ``ablation_cases``), each simulated on the
+    atlas grid and scored against the truth; NaN where not computed."""
+
+    def __init__(self, data_dir, config: dict, cases: int, parallel: bool, predicted=None, refine_cases: int = 0,
+                 evaluations: int = DEFAULT_EVALUATIONS, fine_evaluations: int = FINE_EVALUATIONS,
+                 ablation_cases: int = 0):
+        self.data_dir, self.config, self.cases, self.parallel = data_dir, config, cases, parallel
+        self.predicted, self.refine_cases, self.ablation_cases = predicted, refine_cases, ablation_cases
+        self.evaluations, self.fine_evaluations = evaluations, fine_evaluations
+        self._state = None
+
+    @staticmethod
+    def columns() -> list:
+        keys = [f"network {k}" for k in SCORE_KEYS] + [f"refined {k}" for k in SCORE_KEYS]
+        keys += ["evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
+                 "objective fine start", "objective fine end"]
+        return keys + [f"{name}: {k}" for name in ABLATIONS for k in SCORE_KEYS]
+
+    def _load(self):
+        if self._state is None:
+            atlas = load_atlas()
+            self._state = {
+                "data": dataset.load_split(self.data_dir, "test", limit=self.cases), "atlas": atlas,
+                "net": FitGrid(network_domain(self.config), network_geometry(atlas, self.config), None, None),
+                "fine": FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm),
+                                atlas.wm.geometry, None, None)}
+        return self._state
+
+    def _truth(self, i):
+        """(truth density, T1Gd, FLAIR) on the atlas grid and the network grid's labels for case i."""
+        state = self._load()
+        p = state["data"]["parameters"][i]
+        fine = state["fine"]
+        truth = fine.domain.simulate(p[0], p[1], p[2], fine.seed_from(state["net"], p[3:6]), parallel=self.parallel)
+        t1gd, flair = truth >= p[6], truth >= p[7]
+        wm = state["atlas"].wm
+        t1gd_net = mask_to_network_grid(wm.like(t1gd.astype(np.uint8)), state["net"].geometry)
+        flair_net = mask_to_network_grid(wm.like(flair.astype(np.uint8)), state["net"].geometry) | t1gd_net
+        return truth, t1gd, flair, encode_labels(t1gd_net, flair_net)
+
+    def _simulate(self, mu1, mu2, seed_index_fine) -> np.ndarray:
+        dw, rho, days = from_time_independent(mu1, mu2)
+        return self._load()["fine"].domain.simulate(float(dw), float(rho), float(days), seed_index_fine,
+                                                    parallel=self.parallel)
+
+    def _score(self, density, truth) -> list:
+        scores = score(density, truth, self._load()["atlas"])
+        return [scores[key] for key in SCORE_KEYS]
+
+    def observe(self, indices) -> np.ndarray:
+        return np.stack([self._truth(i)[3] for i in np.asarray(indices, dtype=int)])
+
+    def score(self, indices) -> np.ndarray:
+        state = self._load()
+        net, fine = state["net"], state["fine"]
+        rows = []
+        for i in np.asarray(indices, dtype=int):
+            truth, t1gd, flair, labels = self._truth(i)
+            mu1, mu2, *seed = self.predicted[i]
+            seed = nearest_domain_voxel(net.domain.inside, seed)
+            row = self._score(self._simulate(mu1, mu2, fine.seed_from(net, seed)), truth)
+            if i < self.refine_cases:
+                r = refine_coarse_to_fine(
+                    FitGrid(net.domain, net.geometry, labels == 2, labels > 0),
+                    FitGrid(fine.domain, fine.geometry, t1gd, flair), mu1, mu2, seed, evaluations=self.evaluations,
+                    fine_evaluations=self.fine_evaluations, mu_bounds=mu_bounds(self.config),
+                    parallel=self.parallel)
+                seed_fine = nearest_domain_voxel(fine.domain.inside, fine.geometry.ras_to_index(r["seed_ras_mm"]))
+                row += self._score(self._simulate(r["mu1"], r["mu2"], seed_fine), truth)
+                fine_fit = r["fine"] or {"evaluations": 0, "start": {"objective": np.nan},
+                                         "end": {"objective": np.nan}}
+                row += [r["coarse"]["evaluations"], fine_fit["evaluations"], r["seconds"],
+                        r["coarse"]["start"]["objective"], r["coarse"]["end"]["objective"],
+                        fine_fit["start"]["objective"], fine_fit["end"]["objective"]]
+            else:
+                row += [np.nan] * (len(SCORE_KEYS) + 7)
+            for columns in ABLATIONS.values():
+                if i >= self.ablation_cases:
+                    row += [np.nan] * len(SCORE_KEYS)
+                    continue
+                mixed = np.array([mu1, mu2, *seed], dtype=np.float64)
+                mixed[list(columns)] = state["data"]["targets"][i][list(columns)]
+                mixed_seed = fine.seed_from(net, nearest_domain_voxel(net.domain.inside, mixed[2:5]))
+                row += self._score(self._simulate(mixed[0], mixed[1], mixed_seed), truth)
+            rows.append(row)
+        return np.array(rows, dtype=np.float64)
+
+
+class _Method:
+    """A picklable bound method (the executors send a callable to their workers)."""
+
+    def __init__(self, cases: AtlasCases, name: str):
+        self.cases, self.name = cases, name
+
+    def __call__(self, indices):
+        return getattr(self.cases, self.name)(indices)
+
+
+def _run_chunks(executor, n: int, what: str, chunk: int = 50) -> np.ndarray:
+    start, out = time.perf_counter(), []
+    for begin in range(0, n, chunk):  # in chunks, to show progress
+        out.append(executor(np.arange(begin, min(begin + chunk, n))))
+        print(f"  {what} {begin + len(out[-1])}/{n} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return np.concatenate(out)
+
+
+def _mean_scores(table: np.ndarray, columns: list, prefix: str) -> dict:
+    keep = ~np.isnan(table[:, columns.index(f"{prefix}{SCORE_KEYS[0]}")])
+    return {key: float(table[keep, columns.index(f"{prefix}{key}")].mean()) for key in SCORE_KEYS}
 
 
 def test_set(args, model, config) -> dict:
-    tissue = network_tissue(config)
-    domain = network_domain(config)
+    """The held-out test cases on the atlas grid: network alone, refined, ablations (see :class:`AtlasCases`)."""
     data = dataset.load_split(args.data, "test", limit=args.cases)
     n = len(data["targets"])
-    wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
+    tissue = network_tissue(config)
+    parallel = args.workers == 1
+    observe = AtlasCases(args.data, config, n, parallel)
+    executor = make_executor(_Method(observe, "observe"), args.workers)
+    try:
+        labels = _run_chunks(executor, n, "grown at 1.5 mm")
+    finally:
+        executor.close()
     start = time.perf_counter()
-    predicted = predict_labels(model, config, data["labels"], wm_gm)
+    predicted = predict_labels(model, config, labels, np.stack([tissue.wm.array, tissue.gm.array]))
     predicted[:, :2] = np.clip(predicted[:, :2], *np.transpose(mu_bounds(config)))  # as the pipeline does
     network_s = (time.perf_counter() - start) / n
-    p = data["parameters"]
     rel = np.abs(predicted[:, :2] - data["targets"][:, :2]) / data["targets"][:, :2]
     seed_mm = np.linalg.norm(predicted[:, 2:5] - data["targets"][:, 2:5], axis=1) * tissue.wm.geometry.spacing_mm[0]
     print(f"{n} test cases; network {1000 * network_s:.1f} ms/case; median relative error mu1 "
           f"{np.median(rel[:, 0]):.3f}, mu2 {np.median(rel[:, 1]):.3f}; seed error median {np.median(seed_mm):.1f} mm, "
           f"mean {seed_mm.mean():.1f} mm", flush=True)
-    rows = []
-    chunk = 50
-    for begin in range(0, n, chunk):
-        part = slice(begin, min(begin + chunk, n))
-        truth = domain.simulate_batch(p[part, 0], p[part, 1], p[part, 2], p[part, 3:6])
-        guess = simulate_targets(domain, predicted[part])
-        rows += [score(g, t, tissue) for g, t in zip(guess, truth)]
-        print(f"  scored {len(rows)}/{n}", flush=True)
-    refined_rows, refine_info = [], []
     k = min(args.refine_cases, n)
+    cases = AtlasCases(args.data, config, n, parallel, predicted, k, args.refine_evaluations,
+                       args.refine_fine_evaluations, min(args.ablation_cases, n))
+    executor = make_executor(_Method(cases, "score"), args.workers)
+    try:
+        table = _run_chunks(executor, n, "scored")
+    finally:
+        executor.close()
+    columns = AtlasCases.columns()
+    results = {"network": _mean_scores(table, columns, "network ")}
+    shown = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}
     if k:
-        executor = make_executor(RefineCases(args.data, config, predicted[:k], args.refine_evaluations,
-                                             parallel=args.workers == 1), args.workers)
-        start = time.perf_counter()
-        try:
-            for begin in range(0, k, chunk):  # in chunks, to show progress
-                out = executor(np.arange(begin, min(begin + chunk, k)))
-                refined_rows += [dict(zip(SCORE_KEYS, r[:len(SCORE_KEYS)])) for r in out]
-                refine_info += [r[len(SCORE_KEYS):] for r in out]
-                print(f"  refined {len(refined_rows)}/{k} ({time.perf_counter() - start:.0f} s)", flush=True)
-        finally:
-            executor.close()
-    network_rows_subset = rows[:k]
-    results = {"network": summarise(rows)}
+        subset = table[:k]
+        results["network_subset"] = _mean_scores(subset, columns, "network ")
+        results["refined_subset"] = _mean_scores(subset, columns, "refined ")
+        results["refinement"] = {"cases": k, **{name: float(subset[:, columns.index(name)].mean()) for name in (
+            "evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
+            "objective fine start", "objective fine end")}}
+        shown[f"network (first {k})"] = results["network_subset"]
+        shown[f"refined (first {k})"] = results["refined_subset"]
     if args.ablation_cases:
-        results["ablation"] = ablation(domain, tissue, predicted, data, rows[:args.ablation_cases])
-    table = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}
-    if refined_rows:
-        k = len(refined_rows)
-        results["network_subset"] = summarise(network_rows_subset)
-        results["refined_subset"] = summarise(refined_rows)
-        info = np.array(refine_info)
-        results["refinement"] = {"cases": k, "mean_evaluations": float(info[:, 0].mean()),
-                                 "mean_seconds": float(info[:, 1].mean()),
-                                 "objective_before": float(info[:, 2].mean()),
-                                 "objective_after": float(info[:, 3].mean())}
-        table[f"network (first {k})"] = results["network_subset"]
-        table[f"refined (first {k})"] = results["refined_subset"]
+        m = min(args.ablation_cases, n)
+        ablation = {"network": _mean_scores(table[:m], columns, "network ")}
+        ablation.update({name: _mean_scores(table[:m], columns, f"{name}: ") for name in ABLATIONS})
+        print_table(f"Ablation, first {m} test cases: true values swapped in", ablation)
+        results["ablation"] = ablation
     results["parameters"] = {"mu1_median_relative_error": float(np.median(rel[:, 0])),
                              "mu2_median_relative_error": float(np.median(rel[:, 1])),
                              "seed_error_mm_median": float(np.median(seed_mm)),
                              "seed_error_mm_mean": float(seed_mm.mean())}
-    print_table("Held-out synthetic test set (atlas space, 3 mm network grid)", table)
-    if refined_rows:
+    flair_ml = (labels > 0).reshape(n, -1).sum(axis=1) * np.prod(tissue.wm.geometry.spacing_mm) / 1000.0
+    results["by_flair_volume"] = _by_volume(table, columns, flair_ml, k)
+    print_table("Held-out synthetic test set (atlas space, scored on the atlas' 1.5 mm grid)", shown)
+    if k:
         print(f"refinement: {results['refinement']}")
     return results
+
+
+def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: int) -> dict:
+    """Mean scores per tercile of the FLAIR volume (as the network sees it, 3 mm grid): small lesions are harder."""
+    edges = np.percentile(flair_ml, [0, 100 / 3, 200 / 3, 100])
+    tercile = np.digitize(flair_ml, edges[1:-1])
+    out = {}
+    for t, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        rows = tercile == t
+        name = f"FLAIR {low:.0f}-{high:.0f} mL"
+        out[name] = {"cases": int(rows.sum()), "network": _mean_scores(table[rows], columns, "network ")}
+        if refined and rows[:refined].any():
+            out[name]["refined"] = _mean_scores(table[:refined][rows[:refined]], columns, "refined ")
+    print("\nDice 0.01 / 0.1 / 0.8 by FLAIR volume")
+    for name, values in out.items():
+        line = "  ".join(f"{kind} " + " / ".join(f"{values[kind][f'Dice {lv:g}']:.3f}" for lv in LEVELS)
+                         for kind in ("network", "refined") if kind in values)
+        print(f"  {name:22s} ({values['cases']} cases): {line}")
+    return out
 
 
 def end_to_end(refine_fit: bool) -> dict:
@@ -222,7 +309,10 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--cases", type=int, default=600)
     parser.add_argument("--refine-cases", type=int, default=40)
-    parser.add_argument("--refine-evaluations", type=int, default=DEFAULT_EVALUATIONS)
+    parser.add_argument("--refine-evaluations", type=int, default=DEFAULT_EVALUATIONS,
+                        help="simulations of the refinement on the network grid")
+    parser.add_argument("--refine-fine-evaluations", type=int, default=FINE_EVALUATIONS,
+                        help="then on the atlas grid (0: the coarse search only)")
     parser.add_argument("--workers", type=int, default=1, help="processes for the refinement")
     parser.add_argument("--ablation-cases", type=int, default=0, help="score true-value swaps on these cases")
     parser.add_argument("--skip-test-set", action="store_true")

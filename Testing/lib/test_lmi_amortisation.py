@@ -89,3 +89,10 @@ def test_the_script_refines_the_splits_and_names_a_folder_without_shards(data, t
     assert "val: refined 3 cases" in capsys.readouterr().out
     with pytest.raises(InputError, match="no train shards"):
         script.main(["--data", str(tmp_path), "--splits", "train", "--workers", "1"])
+    # A gap in the shards is named before any work starts (it used to fail inside a worker).
+    gapped = tmp_path / "gapped"
+    gapped.mkdir()
+    for index in (0, 2):
+        dataset.shard_path(gapped, "train", index).write_bytes(dataset.shard_path(folder, "train", 0).read_bytes())
+    with pytest.raises(InputError, match="train_00001.npz is missing"):
+        script.main(["--data", str(gapped), "--splits", "train", "--workers", "1"])

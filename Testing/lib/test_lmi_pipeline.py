@@ -52,6 +52,23 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     assert (out / "overview.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_refine_runs_on_both_grids_and_reports_what_it_did(tmp_path, patient, capsys):
+    out = tmp_path / "out"
+    code, _, stderr = run(lmi_args(patient, out) + ["--refine", "--refine-evaluations", "12",
+                                                    "--refine-fine-evaluations", "6"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    refinement = report["refinement"]
+    assert "refinement" in report["timings_s"] and refinement["grid"] == "fine"
+    assert refinement["coarse"]["evaluations"] <= 12 and refinement["fine"]["evaluations"] <= 6
+    assert refinement["fine"]["end"]["objective"] <= refinement["fine"]["start"]["objective"]
+    # The reported seed is the refined one, as simulated (moved into the atlas' WM/GM only if it had to be).
+    seed = [report["parameters"][axis]["value"] for axis in "xyz"]
+    assert np.linalg.norm(np.subtract(seed, refinement["seed_ras_mm"])) < 1.5
+    assert report["parameters"]["mu1"]["value"] == pytest.approx(refinement["mu1"])
+    assert read_volume(out / "density.nii.gz").geometry.is_close(read_volume(patient["t1"]).geometry)
+
+
 def test_refinement_moves_a_perturbed_estimate_towards_the_truth():
     domain = network_domain(load_config())
     seed = np.array([40.0, 30.0, 40.0])
@@ -179,6 +196,47 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
 
 def test_the_cli_default_number_of_refinement_simulations_is_the_library_default():
     from TumorPersonalizationLib import cli
-    from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS
+    from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS, FINE_EVALUATIONS
 
     assert cli.REFINE_EVALUATIONS == DEFAULT_EVALUATIONS
+    assert cli.REFINE_FINE_EVALUATIONS == FINE_EVALUATIONS
+
+
+def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_fine_masks():
+    from TumorPersonalizationLib.imaging.tissue import resample_tissue
+    from TumorPersonalizationLib.lmi.config import network_tissue
+    from TumorPersonalizationLib.lmi.pipeline import mask_to_network_grid
+    from TumorPersonalizationLib.lmi.refinement import FitGrid, refine_coarse_to_fine
+    from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
+
+    fine_tissue = network_tissue(load_config())  # 64^3 at 3 mm plays the fine grid here
+    g = fine_tissue.wm.geometry
+    # The coarse grid: 6 mm voxels over the same box; voxel i's centre lies between fine voxels 2i and 2i + 1.
+    direction = np.asarray(g.direction_ras).reshape(3, 3)
+    coarse_geometry = Geometry((32, 32, 32), (6.0,) * 3,
+                               tuple(np.asarray(g.origin_ras_mm) + direction @ np.full(3, 1.5)), g.direction_ras)
+    coarse_tissue = resample_tissue(fine_tissue, coarse_geometry, "test")
+    fine = Domain(fine_tissue.wm.array, fine_tissue.gm.array, g.spacing_mm)
+    coarse = Domain(coarse_tissue.wm.array, coarse_tissue.gm.array, coarse_geometry.spacing_mm)
+    mu1, mu2, seed_fine = 8.0, 3.5, np.array([40.0, 30.0, 40.0])
+    truth = fine.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), seed_fine)
+    t1gd, flair = truth >= 0.7, truth >= 0.2
+    coarse_masks = [mask_to_network_grid(fine_tissue.wm.like(m.astype(np.uint8)), coarse_geometry) for m in (t1gd, flair)]
+    coarse_grid = FitGrid(coarse, coarse_geometry, *coarse_masks)
+    fine_grid = FitGrid(fine, g, t1gd, flair)
+    assert np.allclose(fine_grid.seed_from(coarse_grid, [20.0, 15.0, 20.0]), [40.5, 30.5, 40.5])
+
+    start = (mu1 * 1.3, mu2 * 0.8, (seed_fine - 0.5) / 2 + [1.0, -1.0, 0.5])  # coarse-grid seed, ~8 mm off
+    result = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=30)
+    assert result["grid"] == "fine" and result["evaluations"] <= 70
+    assert np.allclose(g.index_to_ras(result["seed_index"]), result["seed_ras_mm"])
+    assert result["fine"]["end"]["objective"] <= result["fine"]["start"]["objective"]
+
+    def density_error(m1, m2, s):
+        return np.abs(fine.simulate(*(float(v) for v in from_time_independent(m1, m2)), s) - truth).mean()
+
+    start_error = density_error(start[0], start[1], fine_grid.seed_from(coarse_grid, start[2]))
+    assert density_error(result["mu1"], result["mu2"], result["seed_index"]) < 0.5 * start_error
+    coarse_only = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=0)
+    assert coarse_only["grid"] == "coarse" and coarse_only["fine"] is None
+

@@ -234,6 +234,24 @@ def load_tissue(folder) -> np.ndarray:
 TARGET_KINDS = ("true", "refined")
 
 
+def shard_paths(folder, split: str, check_all: bool = True) -> list:
+    """The shards of one split in index order; InputError when there are none or one is missing before the last
+    (a gap would let a later shard stand in for a missing one). ``check_all=False`` leaves the gaps to the caller
+    (:func:`load_split` checks only as far as it reads)."""
+    paths = sorted(Path(folder).glob(f"{split}_*.npz"))
+    if not paths:
+        raise InputError(f"no {split} shards in {folder} (make them with Scripts/lmi_make_dataset.py)")
+    for expected, path in enumerate(paths if check_all else ()):
+        _check_shard_index(folder, split, expected, path)
+    return paths
+
+
+def _check_shard_index(folder, split: str, expected: int, path: Path) -> None:
+    if path != shard_path(folder, split, expected):
+        raise InputError(f"dataset {folder}: {shard_path(folder, split, expected).name} is missing (make it "
+                         "with Scripts/lmi_make_dataset.py)")
+
+
 def load_split(folder, split: str, limit: int | None = None, targets: str = "true") -> dict:
     """Concatenate the shards of one split (in index order): labels, targets, parameters, drawn (total).
 
@@ -244,15 +262,10 @@ def load_split(folder, split: str, limit: int | None = None, targets: str = "tru
     """
     if targets not in TARGET_KINDS:
         raise InputError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
-    paths = sorted(Path(folder).glob(f"{split}_*.npz"))
-    if not paths:
-        raise InputError(f"no {split} shards in {folder} (make them with Scripts/lmi_make_dataset.py)")
     parts = {"labels": [], "targets": [], "parameters": []}
     drawn, count = 0, 0
-    for expected, path in enumerate(paths):
-        if path != shard_path(folder, split, expected):  # a gap would let a later shard stand in for a missing one
-            raise InputError(f"dataset {folder}: {shard_path(folder, split, expected).name} is missing (make it "
-                             "with Scripts/lmi_make_dataset.py)")
+    for expected, path in enumerate(shard_paths(folder, split, check_all=False)):
+        _check_shard_index(folder, split, expected, path)
         try:
             with np.load(path) as shard:
                 for key in parts:

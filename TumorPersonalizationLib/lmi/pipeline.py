@@ -5,7 +5,7 @@ Stages (each timed in the report):
 1. ``registration``: the patient T1 to the atlas (affine + demons, tumor masked; :mod:`..registration`).
 2. ``warp_to_atlas``: T1Gd and FLAIR to the atlas grid, then onto the network grid (anti-aliased, >= 0.5).
 3. ``network``: the inverse network predicts mu1, mu2 and the seed from the lesion-centred crop.
-4. ``refinement`` (optional): Nelder-Mead on the network grid (:mod:`.refinement`).
+4. ``refinement`` (optional): Nelder-Mead on the network grid, then on the atlas grid (:mod:`.refinement`).
 5. ``simulation``: (mu1, mu2) -> (Dw, rho, T) at the fixed front speed; one run at the atlas' full resolution.
 6. ``warp_to_patient``: the density (linear) and the atlas tissue maps back to the patient grid.
 """
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..errors import InputError
 from ..imaging.atlas import load_atlas
@@ -23,7 +22,7 @@ from ..imaging.io import resample_smooth
 from ..imaging.tissue import TissueMaps
 from ..imaging.volume import Volume
 from ..inference.likelihood import Observation
-from ..models.fisher_kolmogorov import Domain, nearest_voxel
+from ..models.fisher_kolmogorov import Domain
 from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
 from ..registration import RegistrationSettings, register_to_atlas
 from ..stage_timer import StageTimer
@@ -31,7 +30,8 @@ from .config import lmi_dir, mu_bounds, network_domain, network_geometry, networ
 from .dataset import absolute_targets, encode_labels
 from .inputs import assemble, crop_labels
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
-from .refinement import DEFAULT_EVALUATIONS, mask_fit, refine
+from .refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid, mask_fit, nearest_domain_voxel,
+                         refine_coarse_to_fine)
 from .training import WEIGHTS_NAME, load_network
 
 
@@ -39,7 +39,7 @@ def default_weights() -> Path:
     return lmi_dir() / WEIGHTS_NAME
 
 
-def _to_network_grid(mask_in_atlas: Volume, geometry) -> np.ndarray:
+def mask_to_network_grid(mask_in_atlas: Volume, geometry) -> np.ndarray:
     """A 0/1 mask on the atlas grid -> bool on the (coarser) network grid: anti-aliased fraction >= 0.5."""
     return resample_smooth(mask_in_atlas.like(mask_in_atlas.array.astype(np.float32)), geometry).array >= 0.5
 
@@ -62,18 +62,10 @@ def predict_crops(model, config: dict, crops: np.ndarray, origins: np.ndarray, c
     return absolute_targets(target_scaling(config).unscale(np.concatenate(scaled)), centres)
 
 
-def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
-    """The seed itself if its voxel lies in the WM/GM domain, else the centre of the nearest domain voxel."""
-    nearest = nearest_voxel(index, domain_mask.shape)
-    if domain_mask[nearest]:
-        return np.asarray(index, dtype=float)
-    _, (i, j, k) = ndimage.distance_transform_edt(~domain_mask, return_indices=True)
-    return np.array([i[nearest], j[nearest], k[nearest]], dtype=float)
-
-
 def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1Gd", "FLAIR"),
                     refine_fit: bool = False,
-                    refine_evaluations: int = DEFAULT_EVALUATIONS, skull_stripped: bool | None = None,
+                    refine_evaluations: int = DEFAULT_EVALUATIONS,
+                    refine_fine_evaluations: int = FINE_EVALUATIONS, skull_stripped: bool | None = None,
                     weights=None, registration_settings: RegistrationSettings = RegistrationSettings(),
                     progress=None) -> tuple[Personalization, TissueMaps, Observation]:
     """Personalize the Fisher-Kolmogorov model to one patient with Learn-Morph-Infer.
@@ -87,7 +79,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     names : (str, str, str)
         How error messages name the three inputs (the CLI gives its options and file names).
     refine_fit : bool
-        Run the Nelder-Mead refinement (``refine_evaluations`` simulations on the network grid).
+        Run the Nelder-Mead refinement: ``refine_evaluations`` simulations on the 3 mm network grid, then
+        ``refine_fine_evaluations`` on the atlas grid (1.5 mm) with the masks warped there (0: skip that stage).
     weights : path, optional
         Trained network (default ``Resources/LMI/inverse_net.pt``).
     progress : callable(fraction, message) or None
@@ -123,7 +116,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     net_geometry = network_geometry(atlas, config)
     t1gd_atlas = registration.to_atlas(observation.t1gd, "nearest")
     flair_atlas = registration.to_atlas(observation.flair, "nearest")
-    t1gd_net, flair_net = _to_network_grid(t1gd_atlas, net_geometry), _to_network_grid(flair_atlas, net_geometry)
+    t1gd_net, flair_net = mask_to_network_grid(t1gd_atlas, net_geometry), mask_to_network_grid(flair_atlas, net_geometry)
     flair_net |= t1gd_net  # resampling can break FLAIR containing T1Gd at the edges
     if not t1gd_net.any():
         raise InputError("the T1Gd lesion vanished when warped to the atlas (is it smaller than the 3 mm grid, or "
@@ -159,23 +152,26 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     estimate["seed_index"] = nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
     timer.stop()
 
+    atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
     refinement = None
     if refine_fit:
         timer.start("refinement")
         report_progress(0.45, "refining the fit")
-        refinement = refine(net_domain, t1gd_net, flair_net, estimate["mu1"], estimate["mu2"],
-                            estimate["seed_index"], max_evaluations=refine_evaluations, mu_bounds=bounds,
-                            progress=lambda f: report_progress(0.45 + 0.35 * f, "refining the fit"))
-        final = {k: refinement[k] for k in ("mu1", "mu2", "seed_index")}
+        t1gd_fine = t1gd_atlas.array > 0
+        refinement = refine_coarse_to_fine(
+            FitGrid(net_domain, net_geometry, t1gd_net, flair_net),
+            FitGrid(atlas_domain, atlas.wm.geometry, t1gd_fine, (flair_atlas.array > 0) | t1gd_fine),
+            estimate["mu1"], estimate["mu2"], estimate["seed_index"], evaluations=refine_evaluations,
+            fine_evaluations=refine_fine_evaluations, mu_bounds=bounds,
+            progress=lambda f: report_progress(0.45 + 0.35 * f, "refining the fit"))
+        final = {"mu1": refinement["mu1"], "mu2": refinement["mu2"], "seed_ras_mm": refinement["seed_ras_mm"]}
     else:
-        final = estimate
+        final = {**estimate, "seed_ras_mm": net_geometry.index_to_ras(estimate["seed_index"]).tolist()}
 
     timer.start("simulation")
     report_progress(0.8, "simulating in the atlas")
     dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))
-    atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
-    seed_atlas = nearest_domain_voxel(atlas_domain.inside,
-                                      atlas.wm.geometry.ras_to_index(net_geometry.index_to_ras(final["seed_index"])))
+    seed_atlas = nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(final["seed_ras_mm"]))
     seed_ras = atlas.wm.geometry.index_to_ras(seed_atlas)  # the seed as simulated
     density_atlas = atlas.wm.like(atlas_domain.simulate(
         dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
