@@ -62,7 +62,7 @@ class TumorPersonalization(ScriptedLoadableModule):
             "Personalizes a Fisher-Kolmogorov glioma growth model (reaction-diffusion in white and grey matter) to "
             "a patient's T1Gd and FLAIR segmentations (and FET-PET), shows the inferred tumor cell density and "
             "turns it into radiotherapy target volumes: the standard CTV (core + margin) and a personalized CTV."
-            "<p>Methods: <b>Learn-Morph-Infer</b> (a network infers the growth parameters in atlas space, minutes "
+            "<p>Methods: <b>Learn-Morph-Infer</b> (a network infers the growth parameters in atlas space, under a minute "
             "on a CPU; optional refinement) and <b>TMCMC</b> (Bayesian calibration with Transitional Markov chain "
             "Monte Carlo: parameter intervals and posterior marginals; slow).</p>"
             "<p>References: I. Ezhov, <i>Learnable methods for brain tumor model personalization</i>, PhD "
