@@ -46,8 +46,12 @@ def main(argv=None) -> int:
     # One simulation per process; the pool provides the parallelism (spawned workers inherit this).
     os.environ["NUMBA_NUM_THREADS"] = "1"
     for split in args.splits:
-        count = len(dataset.shard_paths(args.data, split))
-        indices = [i for i in range(min(count, args.shards or count))
+        count = len(dataset.shard_paths(args.data, split, check_all=args.shards is None))
+        if args.shards is not None:  # only the shards to refine must be there (the maker may still be running)
+            count = min(count, args.shards)
+            for index, path in enumerate(dataset.shard_paths(args.data, split, check_all=False)[:count]):
+                dataset.check_shard_index(args.data, split, index, path)
+        indices = [i for i in range(count)
                    if not dataset.refined_path(args.data, split, i).exists()]
         print(f"{split}: {len(indices)} shards to refine in {args.data}", flush=True)
         if not indices:

@@ -270,7 +270,7 @@ def _add_personalize(sub) -> None:
     lmi = p.add_argument_group("Learn-Morph-Infer (--method lmi)")
     lmi.add_argument("--t1", type=Path, help="the patient's T1 or T1Gd image (whole-head or skull-stripped)")
     lmi.add_argument("--refine", action="store_true",
-                     help="refine the network's estimate with a short Nelder-Mead search (10-40 s)")
+                     help="refine the network's estimate with a short Nelder-Mead search (5-30 s)")
     lmi.add_argument("--refine-evaluations", type=int, default=REFINE_EVALUATIONS,
                      help=f"simulations allowed in --refine on the 3 mm network grid (default {REFINE_EVALUATIONS})")
     lmi.add_argument("--refine-fine-evaluations", type=int, default=REFINE_FINE_EVALUATIONS,
@@ -323,8 +323,9 @@ def _run_personalize_lmi(args) -> int:
         raise InputError("--method lmi needs --t1 (the patient's T1 image, to register to the atlas)")
     if args.refine_evaluations < 6:
         raise InputError(f"--refine-evaluations must be at least 6, got {args.refine_evaluations}")
-    if args.refine_fine_evaluations < 0:
-        raise InputError(f"--refine-fine-evaluations must be 0 or more, got {args.refine_fine_evaluations}")
+    if args.refine_fine_evaluations != 0 and args.refine_fine_evaluations < 6:  # 6: the start and its simplex
+        raise InputError("--refine-fine-evaluations must be 0 (skip) or at least 6, "
+                         f"got {args.refine_fine_evaluations}")
     _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES], [args.t1, args.t1gd, args.flair])
     t1 = read_volume(args.t1, "--t1")
     t1gd, flair = read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair")

@@ -40,7 +40,7 @@ from TumorPersonalizationLib.lmi.config import (mu_bounds, network_domain, netwo
                                                 network_tissue)
 from TumorPersonalizationLib.lmi.dataset import encode_labels  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import from_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (mask_to_network_grid, default_weights,  # noqa: E402
+from TumorPersonalizationLib.lmi.pipeline import (default_weights, lesion_on_network_grid,  # noqa: E402
                                                   personalize_lmi, predict_labels)
 from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid,  # noqa: E402
                                                     nearest_domain_voxel, refine_coarse_to_fine)
@@ -127,9 +127,9 @@ class AtlasCases:
         truth = fine.domain.simulate(p[0], p[1], p[2], fine.seed_from(state["net"], p[3:6]), parallel=self.parallel)
         t1gd, flair = truth >= p[6], truth >= p[7]
         wm = state["atlas"].wm
-        t1gd_net = mask_to_network_grid(wm.like(t1gd.astype(np.uint8)), state["net"].geometry)
-        flair_net = mask_to_network_grid(wm.like(flair.astype(np.uint8)), state["net"].geometry) | t1gd_net
-        return truth, t1gd, flair, encode_labels(t1gd_net, flair_net)
+        on_net = lesion_on_network_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
+                                        state["net"].geometry)
+        return truth, t1gd, flair, encode_labels(*on_net)
 
     def _simulate(self, mu1, mu2, seed_index_fine) -> np.ndarray:
         dw, rho, days = from_time_independent(mu1, mu2)
@@ -257,7 +257,7 @@ def test_set(args, model, config) -> dict:
     flair_ml = (labels > 0).reshape(n, -1).sum(axis=1) * np.prod(tissue.wm.geometry.spacing_mm) / 1000.0
     results["by_flair_volume"] = _by_volume(table, columns, flair_ml, k)
     results["dice_where_true_region_at_least_1_ml"] = _dice_where_region(table, columns, k)
-    results["cases"] = {"columns": columns, "rows": np.where(np.isnan(table), None, table).tolist()}
+    results["cases"] = {"columns": columns, "rows": table.tolist()}  # NaN -> null when written
     print_table("Held-out synthetic test set (atlas space, scored on the atlas' 1.5 mm grid)", shown)
     if k:
         print(f"refinement: {results['refinement']}")
@@ -302,13 +302,15 @@ def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: 
     return out
 
 
-def end_to_end(refine_fit: bool) -> dict:
+def end_to_end(refine_fit: bool, evaluations: int = DEFAULT_EVALUATIONS,
+               fine_evaluations: int = FINE_EVALUATIONS) -> dict:
     folder = ROOT / "Resources" / "ExamplePatient"
     t1 = read_volume(folder / "t1.nii.gz")
     t1gd, flair = read_volume(folder / "t1gd.nii.gz"), read_volume(folder / "flair.nii.gz")
     truth = read_volume(folder / "density_truth.nii.gz")
     start = time.perf_counter()
-    result, tissue, _ = personalize_lmi(t1, t1gd, flair, refine_fit=refine_fit)
+    result, _, _ = personalize_lmi(t1, t1gd, flair, refine_fit=refine_fit, refine_evaluations=evaluations,
+                                   refine_fine_evaluations=fine_evaluations)
     total = time.perf_counter() - start
     truth_density = truth.array.astype(np.float32) / 255.0
     dice = dice_at_levels(result.density, Volume(truth_density, truth.geometry), LEVELS)
@@ -324,6 +326,17 @@ def end_to_end(refine_fit: bool) -> dict:
           f"(truth {out['truth']['mu2']:.2f}); Dice vs truth at {LEVELS}: "
           f"{[round(v, 3) for v in dice.values()]}; MAE in brain {mae:.3f}", flush=True)
     return out
+
+
+def _finite(value):
+    """NaN (a statistic of no cases) -> None: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    return value
 
 
 def main(argv=None) -> int:
@@ -347,9 +360,10 @@ def main(argv=None) -> int:
     if not args.skip_test_set:
         results["test_set"] = test_set(args, model, config)
     if not args.skip_e2e:
-        results["end_to_end"] = [end_to_end(False), end_to_end(True)]
+        results["end_to_end"] = [end_to_end(False),
+                                 end_to_end(True, args.refine_evaluations, args.refine_fine_evaluations)]
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
     return 0
 
 

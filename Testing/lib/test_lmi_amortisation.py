@@ -96,3 +96,10 @@ def test_the_script_refines_the_splits_and_names_a_folder_without_shards(data, t
         dataset.shard_path(gapped, "train", index).write_bytes(dataset.shard_path(folder, "train", 0).read_bytes())
     with pytest.raises(InputError, match="train_00001.npz is missing"):
         script.main(["--data", str(gapped), "--splits", "train", "--workers", "1"])
+    # With --shards, only the shards to refine must be there (the dataset maker may still be filling the gap).
+    for name in ("tissue.npz", "dataset.json"):
+        if (folder / name).exists():
+            (gapped / name).write_bytes((folder / name).read_bytes())
+    assert script.main(["--data", str(gapped), "--splits", "train", "--shards", "1", "--workers", "1",
+                        "--evaluations", "8", "--config", str(config_path)]) == 0
+    assert dataset.refined_path(gapped, "train", 0).exists() and not dataset.refined_path(gapped, "train", 2).exists()

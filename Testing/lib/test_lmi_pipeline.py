@@ -61,11 +61,13 @@ def test_refine_runs_on_both_grids_and_reports_what_it_did(tmp_path, patient, ca
     refinement = report["refinement"]
     assert "refinement" in report["timings_s"] and refinement["grid"] == "fine"
     assert refinement["coarse"]["evaluations"] <= 12 and refinement["fine"]["evaluations"] <= 6
-    assert refinement["fine"]["end"]["objective"] <= refinement["fine"]["start"]["objective"]
-    # The reported seed is the refined one, as simulated (moved into the atlas' WM/GM only if it had to be).
+    # The reported seed is the refined one, as simulated (the search keeps it inside the atlas' WM/GM).
     seed = [report["parameters"][axis]["value"] for axis in "xyz"]
-    assert np.linalg.norm(np.subtract(seed, refinement["seed_ras_mm"])) < 1.5
+    assert np.allclose(seed, refinement["seed_ras_mm"])
     assert report["parameters"]["mu1"]["value"] == pytest.approx(refinement["mu1"])
+    # The reported fit is measured on the grid the refinement ended on, and is the fit it reached there.
+    assert report["fit_in_atlas"]["grid"] == "atlas"
+    assert report["fit_in_atlas"]["objective"] == pytest.approx(refinement["fine"]["end"]["objective"], abs=1e-3)
     assert read_volume(out / "density.nii.gz").geometry.is_close(read_volume(patient["t1"]).geometry)
 
 
@@ -191,6 +193,8 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
              "--out", tmp_path / "o4"]
     code, _, err = run(tmcmc, capsys)
     assert code == 2 and "--t1 is not used by --method tmcmc" in err
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--refine", "--refine-fine-evaluations", "3"], capsys)
+    assert code == 2 and "--refine-fine-evaluations must be 0 (skip) or at least 6, got 3" in err, err
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))
 
 
@@ -205,7 +209,7 @@ def test_the_cli_default_number_of_refinement_simulations_is_the_library_default
 def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_fine_masks():
     from TumorPersonalizationLib.imaging.tissue import resample_tissue
     from TumorPersonalizationLib.lmi.config import network_tissue
-    from TumorPersonalizationLib.lmi.pipeline import mask_to_network_grid
+    from TumorPersonalizationLib.lmi.pipeline import lesion_on_network_grid
     from TumorPersonalizationLib.lmi.refinement import FitGrid, refine_coarse_to_fine
     from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
 
@@ -221,7 +225,8 @@ def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_f
     mu1, mu2, seed_fine = 8.0, 3.5, np.array([40.0, 30.0, 40.0])
     truth = fine.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), seed_fine)
     t1gd, flair = truth >= 0.7, truth >= 0.2
-    coarse_masks = [mask_to_network_grid(fine_tissue.wm.like(m.astype(np.uint8)), coarse_geometry) for m in (t1gd, flair)]
+    coarse_masks = lesion_on_network_grid(*(fine_tissue.wm.like(m.astype(np.uint8)) for m in (t1gd, flair)),
+                                          coarse_geometry)
     coarse_grid = FitGrid(coarse, coarse_geometry, *coarse_masks)
     fine_grid = FitGrid(fine, g, t1gd, flair)
     assert np.allclose(fine_grid.seed_from(coarse_grid, [20.0, 15.0, 20.0]), [40.5, 30.5, 40.5])
@@ -230,13 +235,15 @@ def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_f
     result = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=30)
     assert result["grid"] == "fine" and result["evaluations"] <= 70
     assert np.allclose(g.index_to_ras(result["seed_index"]), result["seed_ras_mm"])
-    assert result["fine"]["end"]["objective"] <= result["fine"]["start"]["objective"]
+    # The fine stage starts where the coarse one ended and fits the fine masks better than that point did.
+    assert result["fine"]["start"]["objective"] > result["fine"]["end"]["objective"] + 0.005, result["fine"]
 
     def density_error(m1, m2, s):
         return np.abs(fine.simulate(*(float(v) for v in from_time_independent(m1, m2)), s) - truth).mean()
 
     start_error = density_error(start[0], start[1], fine_grid.seed_from(coarse_grid, start[2]))
+    # Judged against the true density, not the objective. (On this toy pair of grids the fine stage does not
+    # lower the density error further than the coarse one; the bench measures its gain on realistic cases.)
     assert density_error(result["mu1"], result["mu2"], result["seed_index"]) < 0.5 * start_error
     coarse_only = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=0)
     assert coarse_only["grid"] == "coarse" and coarse_only["fine"] is None
-

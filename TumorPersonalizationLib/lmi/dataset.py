@@ -242,11 +242,12 @@ def shard_paths(folder, split: str, check_all: bool = True) -> list:
     if not paths:
         raise InputError(f"no {split} shards in {folder} (make them with Scripts/lmi_make_dataset.py)")
     for expected, path in enumerate(paths if check_all else ()):
-        _check_shard_index(folder, split, expected, path)
+        check_shard_index(folder, split, expected, path)
     return paths
 
 
-def _check_shard_index(folder, split: str, expected: int, path: Path) -> None:
+def check_shard_index(folder, split: str, expected: int, path: Path) -> None:
+    """InputError naming the missing shard when ``path`` (the ``expected``-th in index order) has another index."""
     if path != shard_path(folder, split, expected):
         raise InputError(f"dataset {folder}: {shard_path(folder, split, expected).name} is missing (make it "
                          "with Scripts/lmi_make_dataset.py)")
@@ -265,7 +266,7 @@ def load_split(folder, split: str, limit: int | None = None, targets: str = "tru
     parts = {"labels": [], "targets": [], "parameters": []}
     drawn, count = 0, 0
     for expected, path in enumerate(shard_paths(folder, split, check_all=False)):
-        _check_shard_index(folder, split, expected, path)
+        check_shard_index(folder, split, expected, path)
         try:
             with np.load(path) as shard:
                 for key in parts:

@@ -44,6 +44,13 @@ def mask_to_network_grid(mask_in_atlas: Volume, geometry) -> np.ndarray:
     return resample_smooth(mask_in_atlas.like(mask_in_atlas.array.astype(np.float32)), geometry).array >= 0.5
 
 
+def lesion_on_network_grid(t1gd_in_atlas: Volume, flair_in_atlas: Volume, geometry) -> tuple:
+    """T1Gd and FLAIR 0/1 masks on the atlas grid -> (t1gd, flair) bool on the network grid, FLAIR containing T1Gd
+    (resampling can break that at the edges)."""
+    t1gd = mask_to_network_grid(t1gd_in_atlas, geometry)
+    return t1gd, mask_to_network_grid(flair_in_atlas, geometry) | t1gd
+
+
 def predict_labels(model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
                    batch_size: int = 32) -> np.ndarray:
     """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 5) mu1 (mm), mu2, seed (network-grid index)."""
@@ -116,8 +123,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     net_geometry = network_geometry(atlas, config)
     t1gd_atlas = registration.to_atlas(observation.t1gd, "nearest")
     flair_atlas = registration.to_atlas(observation.flair, "nearest")
-    t1gd_net, flair_net = mask_to_network_grid(t1gd_atlas, net_geometry), mask_to_network_grid(flair_atlas, net_geometry)
-    flair_net |= t1gd_net  # resampling can break FLAIR containing T1Gd at the edges
+    t1gd_net, flair_net = lesion_on_network_grid(t1gd_atlas, flair_atlas, net_geometry)
     if not t1gd_net.any():
         raise InputError("the T1Gd lesion vanished when warped to the atlas (is it smaller than the 3 mm grid, or "
                          "outside the registered brain?)")
@@ -152,15 +158,16 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     estimate["seed_index"] = nearest_domain_voxel(net_domain.inside, estimate["seed_index"]).tolist()
     timer.stop()
 
-    atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
-    refinement = None
+    refinement = atlas_domain = None
+    t1gd_fine = t1gd_atlas.array > 0
+    flair_fine = (flair_atlas.array > 0) | t1gd_fine
     if refine_fit:
         timer.start("refinement")
         report_progress(0.45, "refining the fit")
-        t1gd_fine = t1gd_atlas.array > 0
+        atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
         refinement = refine_coarse_to_fine(
             FitGrid(net_domain, net_geometry, t1gd_net, flair_net),
-            FitGrid(atlas_domain, atlas.wm.geometry, t1gd_fine, (flair_atlas.array > 0) | t1gd_fine),
+            FitGrid(atlas_domain, atlas.wm.geometry, t1gd_fine, flair_fine),
             estimate["mu1"], estimate["mu2"], estimate["seed_index"], evaluations=refine_evaluations,
             fine_evaluations=refine_fine_evaluations, mu_bounds=bounds,
             progress=lambda f: report_progress(0.45 + 0.35 * f, "refining the fit"))
@@ -171,11 +178,17 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     timer.start("simulation")
     report_progress(0.8, "simulating in the atlas")
     dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))
+    if atlas_domain is None:
+        atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
     seed_atlas = nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(final["seed_ras_mm"]))
     seed_ras = atlas.wm.geometry.index_to_ras(seed_atlas)  # the seed as simulated
     density_atlas = atlas.wm.like(atlas_domain.simulate(
         dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
-    fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net, net_domain.inside)
+    if refinement is not None and refinement["grid"] == "fine":  # judged where it was fitted
+        fit, fit_grid = mask_fit(density_atlas.array, t1gd_fine, flair_fine, atlas_domain.inside), "atlas"
+    else:
+        fit = mask_fit(resample_smooth(density_atlas, net_geometry).array, t1gd_net, flair_net, net_domain.inside)
+        fit_grid = "network"
     timer.start("warp_to_patient")
 
     report_progress(0.9, "warping the density back to the patient")
@@ -195,7 +208,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
                   "uc_T1Gd": {"value": fit.uc_t1gd, "unit": "density", "note": "best fit, not predicted"},
                   "uc_FLAIR": {"value": fit.uc_flair, "unit": "density", "note": "best fit, not predicted"}}
     report = {"method": "lmi", "parameters": parameters, "network_estimate": estimate, "refinement": refinement,
-              "fit_in_atlas": vars(fit), "timings_s": timer.seconds,
+              "fit_in_atlas": {**vars(fit), "grid": fit_grid}, "timings_s": timer.seconds,
               "total_s": round(sum(timer.seconds.values()), 3),
               "registration": registration.report, "weights": str(weights),
               "notes": notes + [IDENTIFIABILITY_NOTE, SEED_NOTE,

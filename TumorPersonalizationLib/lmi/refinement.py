@@ -7,7 +7,8 @@ undetermined: a diffuse tumor seen at close levels and a steep one at distant le
 Search space: log(mu1 mu2), which sets the lesion's size (the front lies near 2 mu1 mu2 mm from the seed),
 log(mu1 / mu2), which sets how diffuse its edge is (sqrt(Dw / rho)), and the seed position (network-grid voxels).
 Along these axes the objective is closer to separable than along log mu1, log mu2, so the simplex needs fewer
-steps. The simulation runs on the network grid, where one run takes ~20-40 ms.
+steps. :func:`refine` searches on the grid of the masks it is given; :func:`refine_coarse_to_fine` first on the
+3 mm network grid (~20-40 ms per simulation), then on the atlas' 1.5 mm grid (~0.05-0.8 s).
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from ..models.fisher_kolmogorov import Domain, nearest_voxel
 from .parameters import from_time_independent
 
 DEFAULT_EVALUATIONS = 300
-"""Simulations allowed by default on the coarse (network) grid; the search converges after ~130 on average
+"""Simulations allowed by default on the coarse (network) grid; the search stops after ~110-130 on average
 (README, bench/lmi.py)."""
 
 FINE_EVALUATIONS = 60
-"""Simulations allowed by default on the fine (atlas) grid, after the coarse search: ~0.1-0.8 s each at 1.5 mm.
+"""Simulations allowed by default on the fine (atlas) grid, after the coarse search: ~0.05-0.8 s each at 1.5 mm.
 On 40 validation cases they raised Dice at c = 0.01 / 0.1 / 0.8 (scored at 1.5 mm) from 0.919 / 0.911 / 0.794
 (coarse search alone) to 0.952 / 0.949 / 0.868; 120 instead of 60 changed little on the first 9 (README)."""
 
@@ -153,7 +154,7 @@ def _bounding_box(mask: np.ndarray, margin: int, shape) -> tuple:
 
 
 SIMPLEX_STEPS = np.array([0.1, 0.2, 1.0, 1.0, 1.0])
-"""Initial simplex around a point: log(mu1 mu2), log(mu1 / mu2), seed i, j, k (network-grid voxels)."""
+"""Initial simplex around a point: log(mu1 mu2), log(mu1 / mu2), seed i, j, k (voxels of the searched grid)."""
 
 
 def _mu(x: np.ndarray) -> tuple[float, float]:
@@ -169,7 +170,7 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
     Parameters
     ----------
     domain : Domain
-        Solver domain on the grid of the masks (the network grid).
+        Solver domain on the grid of the masks (the network grid or the atlas grid).
     t1gd, flair : (ni, nj, nk) bool
         Observed masks on that grid (FLAIR contains T1Gd).
     mu1_mm, mu2, seed_index : the starting point (seed as a continuous voxel index of that grid).
@@ -192,7 +193,7 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
     """
     t1gd, flair = np.asarray(t1gd, bool), np.asarray(flair, bool) | np.asarray(t1gd, bool)
     if not t1gd.any():
-        raise InputError("refinement: the T1Gd mask on the network grid is empty")
+        raise InputError("refinement: the T1Gd mask is empty on the grid of the search")
     start_time = time.perf_counter()
     evaluations = [0]
     fits = {}
@@ -245,7 +246,7 @@ def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
     return np.array([i[nearest], j[nearest], k[nearest]], dtype=float)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare as one bool
 class FitGrid:
     """One grid of the coarse-to-fine refinement: the solver domain, the observed masks on it, and its geometry
     (to carry the seed from one grid to the other through RAS millimetres).
@@ -255,8 +256,8 @@ class FitGrid:
     domain : Domain
     geometry : Geometry
         Of the domain's arrays.
-    t1gd, flair : (ni, nj, nk) bool
-        Observed masks on that grid.
+    t1gd, flair : (ni, nj, nk) bool or None
+        Observed masks on that grid (None where only the grid is needed, e.g. to carry a seed).
     """
 
     domain: Domain
@@ -278,7 +279,7 @@ def refine_coarse_to_fine(coarse: FitGrid, fine: FitGrid | None, mu1_mm: float, 
     Why two grids: on the 3 mm network grid the FLAIR rim around the T1Gd lesion is 1-3 voxels wide, so several
     parameter sets explain the coarse masks equally well (the truth's objective is no better than the coarse
     optimum's); the same masks at the atlas' 1.5 mm tell them apart. The coarse search is cheap (~20 ms per
-    simulation) and brings the fine one (~0.1-0.3 s per simulation) close enough for a short polish.
+    simulation) and brings the fine one (~0.05-0.8 s per simulation) close enough for a short polish.
 
     Parameters
     ----------
