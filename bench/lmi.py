@@ -190,11 +190,16 @@ class _Method:
         return getattr(self.cases, self.name)(indices)
 
 
-def _run_chunks(executor, n: int, what: str, chunk: int = 50) -> np.ndarray:
+def _run_chunks(cases: AtlasCases, method: str, workers: int, n: int, what: str, chunk: int = 50) -> np.ndarray:
+    """``cases.<method>`` over indices 0..n-1 on ``workers`` processes, in chunks to show progress."""
+    executor = make_executor(_Method(cases, method), workers)
     start, out = time.perf_counter(), []
-    for begin in range(0, n, chunk):  # in chunks, to show progress
-        out.append(executor(np.arange(begin, min(begin + chunk, n))))
-        print(f"  {what} {begin + len(out[-1])}/{n} ({time.perf_counter() - start:.0f} s)", flush=True)
+    try:
+        for begin in range(0, n, chunk):
+            out.append(executor(np.arange(begin, min(begin + chunk, n))))
+            print(f"  {what} {begin + len(out[-1])}/{n} ({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:
+        executor.close()
     return np.concatenate(out)
 
 
@@ -209,12 +214,7 @@ def test_set(args, model, config) -> dict:
     n = len(data["targets"])
     tissue = network_tissue(config)
     parallel = args.workers == 1
-    observe = AtlasCases(args.data, config, n, parallel)
-    executor = make_executor(_Method(observe, "observe"), args.workers)
-    try:
-        labels = _run_chunks(executor, n, "grown at 1.5 mm")
-    finally:
-        executor.close()
+    labels = _run_chunks(AtlasCases(args.data, config, n, parallel), "observe", args.workers, n, "grown at 1.5 mm")
     start = time.perf_counter()
     predicted = predict_labels(model, config, labels, np.stack([tissue.wm.array, tissue.gm.array]))
     predicted[:, :2] = np.clip(predicted[:, :2], *np.transpose(mu_bounds(config)))  # as the pipeline does
@@ -227,11 +227,7 @@ def test_set(args, model, config) -> dict:
     k = min(args.refine_cases, n)
     cases = AtlasCases(args.data, config, n, parallel, predicted, k, args.refine_evaluations,
                        args.refine_fine_evaluations, min(args.ablation_cases, n))
-    executor = make_executor(_Method(cases, "score"), args.workers)
-    try:
-        table = _run_chunks(executor, n, "scored")
-    finally:
-        executor.close()
+    table = _run_chunks(cases, "score", args.workers, n, "scored")
     columns = AtlasCases.columns()
     results = {"network": _mean_scores(table, columns, "network ")}
     shown = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}
