@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from TumorPersonalizationLib.lmi.amortisation import RefineShards
+    from TumorPersonalizationLib.lmi.amortisation import RefineShards, check_budget
 
     config = lmi_config.load_config(args.config)
     # One simulation per process; the pool provides the parallelism (spawned workers inherit this).
@@ -51,8 +51,13 @@ def main(argv=None) -> int:
             count = min(count, args.shards)
             for index, path in enumerate(dataset.shard_paths(args.data, split, check_all=False)[:count]):
                 dataset.check_shard_index(args.data, split, index, path)
-        indices = [i for i in range(count)
-                   if not dataset.refined_path(args.data, split, i).exists()]
+        indices = []
+        for index in range(count):
+            refined = dataset.refined_path(args.data, split, index)
+            if refined.exists():
+                check_budget(refined, args.evaluations)
+            else:
+                indices.append(index)
         print(f"{split}: {len(indices)} shards to refine in {args.data}", flush=True)
         if not indices:
             continue

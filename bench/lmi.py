@@ -39,7 +39,7 @@ from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import (mu_bounds, network_domain, network_geometry,  # noqa: E402
                                                 network_tissue)
 from TumorPersonalizationLib.lmi.dataset import encode_labels  # noqa: E402
-from TumorPersonalizationLib.lmi.parameters import from_time_independent  # noqa: E402
+from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import (default_weights, lesion_on_network_grid,  # noqa: E402
                                                   personalize_lmi, predict_labels)
 from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid,  # noqa: E402
@@ -132,9 +132,8 @@ class AtlasCases:
         return truth, t1gd, flair, encode_labels(*on_net)
 
     def _simulate(self, mu1, mu2, seed_index_fine) -> np.ndarray:
-        dw, rho, days = from_time_independent(mu1, mu2)
-        return self._load()["fine"].domain.simulate(float(dw), float(rho), float(days), seed_index_fine,
-                                                    parallel=self.parallel)
+        return simulate_time_independent(self._load()["fine"].domain, mu1, mu2, seed_index_fine,
+                                         parallel=self.parallel)
 
     def _score(self, density, truth) -> list:
         scores = score(density, truth, self._load()["atlas"])

@@ -87,6 +87,12 @@ def test_the_script_refines_the_splits_and_names_a_folder_without_shards(data, t
                         "--config", str(config_path)]) == 0
     assert dataset.load_split(folder, "val", targets="refined")["targets"].shape == (3, 5)
     assert "val: refined 3 cases" in capsys.readouterr().out
+    # Going on with another simulation budget would mix two searches in one dataset.
+    with pytest.raises(InputError, match="refined with 10 simulations per case, this run allows 12"):
+        script.main(["--data", str(folder), "--splits", "val", "--workers", "1", "--evaluations", "12",
+                     "--config", str(config_path)])
+    with pytest.raises(InputError, match="refined with 10 simulations"):
+        RefineShards(folder, "val", config(), max_evaluations=12)([0])
     with pytest.raises(InputError, match="no train shards"):
         script.main(["--data", str(tmp_path), "--splits", "train", "--workers", "1"])
     # A gap in the shards is named before any work starts (it used to fail inside a worker).

@@ -7,10 +7,10 @@ import torch
 
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.lmi import dataset
-from TumorPersonalizationLib.lmi.config import load_config, target_scaling
+from TumorPersonalizationLib.lmi.config import load_config, network_domain, target_scaling
 from TumorPersonalizationLib.lmi.network import InverseNet, LesionStatistics
 from TumorPersonalizationLib.lmi.parameters import (FRONT_SPEED_MM_PER_DAY, from_time_independent,
-                                                    to_time_independent)
+                                                    simulate_time_independent, to_time_independent)
 from TumorPersonalizationLib.lmi.training import evaluate, load_network, train, _Batches
 
 
@@ -26,6 +26,18 @@ def test_back_mapping_round_trip_keeps_mu_and_sets_the_front_speed():
     assert FRONT_SPEED_MM_PER_DAY == pytest.approx(200 / 365.25)  # 200 mm/year
     with pytest.raises(InputError, match="positive"):
         from_time_independent(-1.0, 2.0)
+
+
+def test_simulating_mu1_mu2_gives_the_density_of_any_dw_rho_t_with_those_values():
+    # c(x, T; Dw, rho) = c(x, 1; Dw T, rho T): a tumor grown from (Dw, rho, T) at another front speed than the
+    # default one must look the same (only the solver's time steps differ).
+    domain, seed = network_domain(load_config()), [40.0, 30.0, 40.0]
+    dw, rho, days = 0.4, 0.05, 300.0  # v = 2 sqrt(Dw rho) = 0.28 mm/day, half the default
+    mu1, mu2 = to_time_independent(dw, rho, days)
+    density = simulate_time_independent(domain, float(mu1), float(mu2), seed)
+    reference = domain.simulate(dw, rho, days, seed)
+    assert density.shape == domain.inside.shape and (reference >= 0.5).sum() > 50
+    assert np.abs(density - reference).max() < 1e-3  # measured: 2e-5; doubling Dw alone: 0.8
 
 
 def test_target_scaling_maps_the_bounds_to_minus_one_and_one():

@@ -16,6 +16,9 @@ the shards that have no such file):
     objective_start  float64 (n,)     the refinement's objective at the true parameters
     objective_end    float64 (n,)     and at the refined ones (never higher)
     evaluations      int64 (n,)       simulations spent per case
+    max_evaluations  int64 ()         simulations allowed per case (``--evaluations``): a rerun with another
+                                      value is refused instead of mixing two searches in one dataset (files
+                                      written before this field existed are taken as they are)
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..models.fisher_kolmogorov import Domain
 from . import dataset
 from .config import mu_bounds
@@ -54,7 +58,8 @@ def refine_shard(domain: Domain, shard: dict, mu_bounds, max_evaluations: int, *
     """
     labels, targets = np.asarray(shard["labels"]), np.asarray(shard["targets"], dtype=np.float64)
     out = {"targets": np.empty((len(targets), 5), np.float32), "objective_start": np.empty(len(targets)),
-           "objective_end": np.empty(len(targets)), "evaluations": np.empty(len(targets), np.int64)}
+           "objective_end": np.empty(len(targets)), "evaluations": np.empty(len(targets), np.int64),
+           "max_evaluations": np.int64(max_evaluations)}
     for n, (case, (mu1, mu2, *seed)) in enumerate(zip(labels, targets)):
         # A few true mu1 lie just above the box (41 mm vs 40): the search must start inside it.
         mu1, mu2 = np.clip(mu1, *mu_bounds[0]), np.clip(mu2, *mu_bounds[1])
@@ -67,6 +72,19 @@ def refine_shard(domain: Domain, shard: dict, mu_bounds, max_evaluations: int, *
         if progress is not None:
             progress(n + 1)
     return out
+
+
+def check_budget(path, max_evaluations: int) -> None:
+    """Refuse to add to refined files made with another simulation budget (``max_evaluations``) than this run's."""
+    path = Path(path)
+    with np.load(path) as refined:
+        if "max_evaluations" not in refined.files:  # made before the budget was recorded
+            return
+        made_with = int(refined["max_evaluations"])
+    if made_with != max_evaluations:
+        raise InputError(f"{path} was refined with {made_with} simulations per case, this run allows "
+                         f"{max_evaluations}: rerun with --evaluations {made_with}, or delete the "
+                         f"{path.name.rsplit('_', 1)[0]}_* files to redo them")
 
 
 class RefineShards:
@@ -92,6 +110,7 @@ class RefineShards:
         for index in np.asarray(indices, dtype=int):
             out_path = dataset.refined_path(self.folder, self.split, index)
             if out_path.exists():
+                check_budget(out_path, self.max_evaluations)
                 rows.append([np.nan] * 4)
                 continue
             with np.load(dataset.shard_path(self.folder, self.split, index)) as shard:

@@ -37,6 +37,29 @@ def from_time_independent(mu1_mm, mu2, front_speed_mm_per_day: float = FRONT_SPE
     return mu1 * v / (2.0 * mu2), mu2 * v / (2.0 * mu1), 2.0 * mu1 * mu2 / v
 
 
+def simulate_time_independent(domain, mu1_mm: float, mu2: float, seed_index, *, parallel: bool = True,
+                              progress=None) -> np.ndarray:
+    """The density at time T of the tumor with these (mu1, mu2), grown from ``seed_index``.
+
+    Parameters
+    ----------
+    domain : :class:`~TumorPersonalizationLib.models.fisher_kolmogorov.Domain`
+        Solver domain (the network grid or the atlas grid).
+    mu1_mm, mu2 : float
+        Time-independent parameters (mm, dimensionless).
+    seed_index : sequence of 3 float
+        Continuous voxel index of ``domain``'s grid.
+    parallel, progress : as in ``Domain.simulate``.
+
+    Returns
+    -------
+    (ni, nj, nk) float32
+        Density in [0, 1]. The same for any front speed (module docstring), so the default one is used.
+    """
+    dw, rho, days = from_time_independent(mu1_mm, mu2)
+    return domain.simulate(float(dw), float(rho), float(days), seed_index, parallel=parallel, progress=progress)
+
+
 @dataclass(frozen=True)
 class TargetScaling:
     """Linear map of the network targets (mu1 mm, mu2, seed offset i, j, k from the lesion centre in network-grid

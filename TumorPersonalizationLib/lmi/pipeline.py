@@ -29,7 +29,7 @@ from ..stage_timer import StageTimer
 from .config import lmi_dir, mu_bounds, network_domain, network_geometry, network_tissue, target_scaling
 from .dataset import absolute_targets, encode_labels
 from .inputs import assemble, crop_labels
-from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent
+from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent, simulate_time_independent
 from .refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid, mask_fit, nearest_domain_voxel,
                          refine_coarse_to_fine)
 from .training import WEIGHTS_NAME, load_network
@@ -177,13 +177,13 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
 
     timer.start("simulation")
     report_progress(0.8, "simulating in the atlas")
-    dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))
     if atlas_domain is None:
         atlas_domain = Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm)
     seed_atlas = nearest_domain_voxel(atlas_domain.inside, atlas.wm.geometry.ras_to_index(final["seed_ras_mm"]))
     seed_ras = atlas.wm.geometry.index_to_ras(seed_atlas)  # the seed as simulated
-    density_atlas = atlas.wm.like(atlas_domain.simulate(
-        dw, rho, days, seed_atlas, progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
+    density_atlas = atlas.wm.like(simulate_time_independent(
+        atlas_domain, final["mu1"], final["mu2"], seed_atlas,
+        progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating in the atlas")))
     if refinement is not None and refinement["grid"] == "fine":  # judged where it was fitted
         fit, fit_grid = mask_fit(density_atlas.array, t1gd_fine, flair_fine, atlas_domain.inside), "atlas"
     else:
@@ -199,6 +199,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     timer.stop()
     report_progress(1.0, "done")
 
+    dw, rho, days = (float(v) for v in from_time_independent(final["mu1"], final["mu2"]))  # for the report
     parameters = {"mu1": {"value": final["mu1"], "unit": "mm"}, "mu2": {"value": final["mu2"], "unit": "-"},
                   "Dw": {"value": dw, "unit": "mm^2/day"}, "rho": {"value": rho, "unit": "1/day"},
                   "T": {"value": days, "unit": "days"},

@@ -22,7 +22,7 @@ from scipy.optimize import minimize
 from ..errors import InputError
 from ..imaging.volume import Geometry
 from ..models.fisher_kolmogorov import Domain, nearest_voxel
-from .parameters import from_time_independent
+from .parameters import simulate_time_independent
 
 DEFAULT_EVALUATIONS = 300
 """Simulations allowed by default on the coarse (network) grid; the search stops after ~110-130 on average
@@ -214,8 +214,7 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
         evaluations[0] += 1
         if progress is not None:
             progress(min(evaluations[0] / max_evaluations, 1.0))
-        dw, rho, days = from_time_independent(mu1, mu2)
-        density = domain.simulate(float(dw), float(rho), float(days), x[2:], parallel=parallel)
+        density = simulate_time_independent(domain, mu1, mu2, x[2:], parallel=parallel)
         fit = mask_fit(density, t1gd, flair, domain.inside, likelihood_scale, nearest)
         fits[key] = fit
         return fit.objective
