@@ -74,6 +74,8 @@ def print_table(title: str, rows: dict) -> None:
 
 SCORE_KEYS = ("MAE WM", "MAE GM", "MAE CSF", *(f"Dice {level:g}" for level in LEVELS))
 
+REFINED_PARAMETER_KEYS = ["refined mu1 relative error", "refined mu2 relative error", "refined seed error mm"]
+
 ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
     "true mu1, mu2; network's seed": (0, 1),
     "true seed; network's mu1, mu2": (2, 3, 4),
@@ -106,6 +108,7 @@ class AtlasCases:
         keys = [f"network {k}" for k in SCORE_KEYS] + [f"refined {k}" for k in SCORE_KEYS]
         keys += ["evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
                  "objective fine start", "objective fine end"]
+        keys += REFINED_PARAMETER_KEYS
         keys += [f"{name}: {k}" for name in ABLATIONS for k in SCORE_KEYS]
         return keys + [f"true mL {level:g}" for level in LEVELS]
 
@@ -164,8 +167,11 @@ class AtlasCases:
                 row += [r["coarse"]["evaluations"], fine_fit["evaluations"], r["seconds"],
                         r["coarse"]["start"]["objective"], r["coarse"]["end"]["objective"],
                         fine_fit["start"]["objective"], fine_fit["end"]["objective"]]
+                true_mu, true_seed = state["data"]["targets"][i][:2], state["data"]["targets"][i][2:5]
+                row += [abs(r["mu1"] - true_mu[0]) / true_mu[0], abs(r["mu2"] - true_mu[1]) / true_mu[1],
+                        float(np.linalg.norm(np.subtract(r["seed_ras_mm"], net.geometry.index_to_ras(true_seed))))]
             else:
-                row += [np.nan] * (len(SCORE_KEYS) + 7)
+                row += [np.nan] * (len(SCORE_KEYS) + 7 + len(REFINED_PARAMETER_KEYS))
             for columns in ABLATIONS.values():
                 if i >= self.ablation_cases:
                     row += [np.nan] * len(SCORE_KEYS)
@@ -249,6 +255,17 @@ def test_set(args, model, config) -> dict:
                              "mu2_median_relative_error": float(np.median(rel[:, 1])),
                              "seed_error_mm_median": float(np.median(seed_mm)),
                              "seed_error_mm_mean": float(seed_mm.mean())}
+    if k:
+        refined = {key: table[:k, columns.index(key)] for key in REFINED_PARAMETER_KEYS}
+        results["parameters"].update(
+            refined_mu1_median_relative_error=float(np.median(refined["refined mu1 relative error"])),
+            refined_mu2_median_relative_error=float(np.median(refined["refined mu2 relative error"])),
+            refined_seed_error_mm_median=float(np.median(refined["refined seed error mm"])))
+        print(f"refined ({k} cases): median relative error mu1 "
+              f"{results['parameters']['refined_mu1_median_relative_error']:.3f}, mu2 "
+              f"{results['parameters']['refined_mu2_median_relative_error']:.3f}; seed error median "
+              f"{results['parameters']['refined_seed_error_mm_median']:.1f} mm (network on these: mu1 "
+              f"{np.median(rel[:k, 0]):.3f}, mu2 {np.median(rel[:k, 1]):.3f}, seed {np.median(seed_mm[:k]):.1f} mm)")
     flair_ml = (labels > 0).reshape(n, -1).sum(axis=1) * np.prod(tissue.wm.geometry.spacing_mm) / 1000.0
     results["by_flair_volume"] = _by_volume(table, columns, flair_ml, k)
     results["dice_where_true_region_at_least_1_ml"] = _dice_where_region(table, columns, k)

@@ -46,6 +46,8 @@ VARIANTS = {  # each names its width: the shipped config's may change
     "MLP head": {"head_hidden": 64, "lesion_statistics": False, "width": 16},
     "MLP head + lesion statistics": {"head_hidden": 64, "lesion_statistics": True, "width": 16},
     "the same, width 24 (shipped)": {"head_hidden": 64, "lesion_statistics": True, "width": 24},
+    "width 16 + offsets from the lesion centre": {"head_hidden": 64, "lesion_statistics": True, "width": 16,
+                                                  "in_channels": 9, "input": {"relative_positions": True}},
 }
 
 
@@ -129,6 +131,8 @@ def main(argv=None) -> int:
     variants = {k: v for k, v in VARIANTS.items() if not args.variant or k in args.variant}
     for name, network in variants.items() if args.only != "baselines" else ():
         config = copy.deepcopy(base)
+        network = dict(network)
+        config["input"].update(network.pop("input", {}))
         config["network"].update(network)
         config["training"]["epochs"] = args.epochs
         # One folder per config and case count: a finished run is reused, a changed config starts afresh.

@@ -8,6 +8,7 @@ import torch
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.lmi import dataset
 from TumorPersonalizationLib.lmi.config import load_config, network_domain, target_scaling
+from TumorPersonalizationLib.lmi.inputs import assemble, crop_labels, input_channels, network_input
 from TumorPersonalizationLib.lmi.network import InverseNet, LesionStatistics
 from TumorPersonalizationLib.lmi.parameters import (FRONT_SPEED_MM_PER_DAY, from_time_independent,
                                                     simulate_time_independent, to_time_independent)
@@ -55,6 +56,31 @@ def test_labels_encode_the_thesis_input():
     t1gd[1, 1, 1] = flair[1, 1, 1] = flair[2, 2, 2] = True
     x = dataset.labels_to_input(dataset.encode_labels(t1gd, flair))
     np.testing.assert_allclose(x, 0.666 * t1gd + 0.333 * flair, atol=1e-6)
+
+
+def test_offset_channels_give_each_voxel_its_offset_from_the_lesion_centre():
+    labels = np.zeros((1, 30, 30, 30), np.uint8)
+    labels[0, 10:13, 14:16, 20:22] = 2  # core centre (11, 14.5, 20.5): half a voxel off the grid in j and k
+    labels[0, 8:15, 12:18, 19:24][labels[0, 8:15, 12:18, 19:24] == 0] = 1
+    tissue = np.full((2, 30, 30, 30), 0.5, np.float32)
+    crops, origins, centres = crop_labels(labels, 8)
+    np.testing.assert_allclose(centres[0], [11.0, 14.5, 20.5])
+    plain = assemble(crops, origins, tissue)
+    x = assemble(crops, origins, tissue, centres)
+    assert plain.shape == (1, 6, 8, 8, 8) and x.shape == (1, 9, 8, 8, 8)
+    np.testing.assert_array_equal(x[:, :6], plain)
+    # Channel 6 + axis: (voxel index - centre) / (crop / 2), whatever the crop's rounded origin.
+    index = np.indices((8, 8, 8)) + origins[0][:, None, None, None]
+    np.testing.assert_allclose(x[0, 6:], (index - centres[0][:, None, None, None]) / 4.0, atol=1e-6)
+    # The pooled core-weighted offset is the core centroid's offset from the centre: zero.
+    core = x[0, 0] > 0.9
+    np.testing.assert_allclose(x[0, 6:][:, core].mean(axis=1), 0.0, atol=1e-6)
+    config = copy.deepcopy(load_config())
+    assert input_channels(config) == 6 and network_input(config, crops, origins, centres, tissue).shape[1] == 6
+    config["input"]["relative_positions"] = True
+    assert input_channels(config) == 9 and network_input(config, crops, origins, centres, tissue).shape[1] == 9
+    with pytest.raises(InputError, match="in_channels is 6, but its input settings make 9"):
+        train(config, "no-data-needed", "no-run", log=lambda *_: None)
 
 
 def test_network_output_shape_and_input_check():
@@ -124,10 +150,9 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path):
     config["training"].update(epochs=6, batch_size=8, learning_rate=3e-3)
     config["dataset"]["cases"]["train"] = 48
     config["targets"] = {"lower": [0, 0, -4, -4, -4], "upper": [40, 8, 4, 4, 4]}
-    scaling = target_scaling(config)
     val = dataset.load_split(tmp_path / "data", "val")
     torch.manual_seed(config["training"]["seed"])
-    batches = _Batches(val, dataset.load_tissue(tmp_path / "data"), scaling, 12, torch.device("cpu"))
+    batches = _Batches(val, dataset.load_tissue(tmp_path / "data"), config, torch.device("cpu"))
     before, _ = evaluate(InverseNet.from_config(config), batches, 8)
     # Interrupt after the first step (time budget 0), then resume to the end.
     first = train(config, tmp_path / "data", tmp_path / "run", max_minutes=0.0, log=lambda *_: None)

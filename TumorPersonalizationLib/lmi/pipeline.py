@@ -28,7 +28,7 @@ from ..registration import RegistrationSettings, register_to_atlas
 from ..stage_timer import StageTimer
 from .config import lmi_dir, mu_bounds, network_domain, network_geometry, network_tissue, target_scaling
 from .dataset import absolute_targets, encode_labels
-from .inputs import assemble, crop_labels
+from .inputs import crop_labels, network_input
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent, simulate_time_independent
 from .refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid, mask_fit, nearest_domain_voxel,
                          refine_coarse_to_fine)
@@ -65,7 +65,8 @@ def predict_crops(model, config: dict, crops: np.ndarray, origins: np.ndarray, c
     with torch.no_grad():
         for start in range(0, len(crops), batch_size):
             part = slice(start, start + batch_size)
-            scaled.append(model(torch.from_numpy(assemble(crops[part], origins[part], tissue_wm_gm))).numpy())
+            x = network_input(config, crops[part], origins[part], centres[part], tissue_wm_gm)
+            scaled.append(model(torch.from_numpy(x)).numpy())
     return absolute_targets(target_scaling(config).unscale(np.concatenate(scaled)), centres)
 
 

@@ -25,7 +25,7 @@ from ..errors import Cancelled, InputError
 from ..files import atomic_path
 from .config import target_scaling
 from .dataset import check_manifest, load_split, load_tissue, relative_targets
-from .inputs import assemble, crop_labels
+from .inputs import crop_labels, input_channels, network_input
 from .network import InverseNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -36,9 +36,11 @@ LOG_NAME = "training_log.jsonl"
 class _Batches:
     """Cases as lesion-centred label crops and scaled targets; assembles the network input batch by batch."""
 
-    def __init__(self, data: dict, tissue_wm_gm: np.ndarray, scaling, crop_size: int, device: torch.device):
-        self.crops, self.origins, centres = crop_labels(data["labels"], crop_size)
-        self.targets = torch.from_numpy(scaling.scale(relative_targets(data["targets"], centres))).to(device)
+    def __init__(self, data: dict, tissue_wm_gm: np.ndarray, config: dict, device: torch.device):
+        self.config = config
+        self.crops, self.origins, self.centres = crop_labels(data["labels"], int(config["input"]["crop_size"]))
+        scaling = target_scaling(config)
+        self.targets = torch.from_numpy(scaling.scale(relative_targets(data["targets"], self.centres))).to(device)
         self.tissue = tissue_wm_gm
         self.device = device
 
@@ -46,7 +48,7 @@ class _Batches:
         return len(self.targets)
 
     def get(self, index: np.ndarray):
-        x = assemble(self.crops[index], self.origins[index], self.tissue)
+        x = network_input(self.config, self.crops[index], self.origins[index], self.centres[index], self.tissue)
         return torch.from_numpy(x).to(self.device), self.targets[torch.as_tensor(index, device=self.device)]
 
 
@@ -103,6 +105,9 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
         ``finished`` (bool), ``epoch``, ``step``, ``val_mse`` and ``seconds`` of this call.
     """
     cfg = config["training"]
+    if int(config["network"]["in_channels"]) != input_channels(config):
+        raise InputError(f"config: network.in_channels is {config['network']['in_channels']}, but its input "
+                         f"settings make {input_channels(config)} channels (lmi/inputs.py)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(int(cfg["seed"]))
@@ -120,8 +125,7 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
                          f"{wanted}: make the missing shards with Scripts/lmi_make_dataset.py")
     val_data = load_split(data_dir, "val", targets=targets)
     tissue = load_tissue(data_dir)
-    crop_size = int(config["input"]["crop_size"])
-    train_set, val_set = (_Batches(d, tissue, scaling, crop_size, dev) for d in (train_data, val_data))
+    train_set, val_set = (_Batches(d, tissue, config, dev) for d in (train_data, val_data))
     batch_size, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
     steps_per_epoch = len(train_set) // batch_size
     if steps_per_epoch == 0:
