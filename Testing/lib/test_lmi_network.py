@@ -199,6 +199,24 @@ def test_the_thesis_size_config_describes_a_valid_setup():
     assert head[0].in_features == 64 + LesionStatistics.N_FEATURES  # width 64 pooled, plus the lesion statistics
 
 
+def test_every_shipped_config_takes_the_channels_its_input_makes():
+    from TumorPersonalizationLib.lmi.config import lmi_dir
+
+    configs = sorted(lmi_dir().glob("config*.json"))
+    assert len(configs) >= 3  # the CPU one, the thesis-size one, the offset-channel candidate
+    for path in configs:
+        config = load_config(path)
+        assert config["network"]["in_channels"] == input_channels(config), path.name
+    candidate = load_config(lmi_dir() / "config_candidate_offsets.json")
+    # The candidate differs from the shipped config only in the offset channels (and the comment).
+    shipped = load_config()
+    for config in (candidate, shipped):
+        config.pop("comment")
+        config["input"].pop("relative_positions", None)
+        config["network"].pop("in_channels")
+    assert candidate == shipped
+
+
 def test_a_dataset_made_with_other_settings_is_refused(tmp_path):
     config = copy.deepcopy(load_config())
     dataset.check_manifest(tmp_path, config)  # no manifest, not asked to create one: accepted as it is
