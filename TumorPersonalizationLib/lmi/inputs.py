@@ -60,7 +60,7 @@ def assemble(label_crops: np.ndarray, origins: np.ndarray, tissue_wm_gm: np.ndar
              centres: np.ndarray | None = None) -> np.ndarray:
     """Network input (n, C, s, s, s) float32 from label crops, their origins and (2, ni, nj, nk) WM/GM maps.
 
-    C = 6, or 9 when the lesion ``centres`` (n, 3), voxel index) are given: channels 6-8 (module docstring).
+    C = 6, or 9 when the lesion ``centres`` ((n, 3) voxel indices) are given: channels 6-8 (module docstring).
     """
     n, size = len(label_crops), label_crops.shape[-1]
     grid_shape = np.asarray(tissue_wm_gm.shape[1:])
