@@ -46,11 +46,11 @@ def main(argv=None) -> int:
     # One simulation per process; the pool provides the parallelism (spawned workers inherit this).
     os.environ["NUMBA_NUM_THREADS"] = "1"
     for split in args.splits:
-        count = len(dataset.shard_paths(args.data, split, check_all=args.shards is None))
-        if args.shards is not None:  # only the shards to refine must be there (the maker may still be running)
-            count = min(count, args.shards)
-            for index, path in enumerate(dataset.shard_paths(args.data, split, check_all=False)[:count]):
-                dataset.check_shard_index(args.data, split, index, path)
+        # Only the shards to refine must be there (with --shards, the maker may still be running).
+        paths = dataset.shard_paths(args.data, split, check_all=False)[:args.shards]
+        for index, path in enumerate(paths):
+            dataset.check_shard_index(args.data, split, index, path)
+        count = len(paths)
         indices = []
         for index in range(count):
             refined = dataset.refined_path(args.data, split, index)
