@@ -61,8 +61,11 @@ def score(predicted: np.ndarray, truth: np.ndarray, tissue) -> dict:
             **{f"Dice {level:g}": dice[f"{level:g}"] for level in LEVELS}}
 
 
-def summarise(rows: list) -> dict:
-    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+def parameter_errors(mu_estimate, mu_true, seed_ras_estimate, seed_ras_true) -> np.ndarray:
+    """(..., 3): relative errors of mu1 and mu2 and the seed's distance in mm, from (..., 2) mu and (..., 3) RAS."""
+    relative = np.abs(np.subtract(mu_estimate, mu_true)) / np.asarray(mu_true)
+    distance_mm = np.linalg.norm(np.subtract(seed_ras_estimate, seed_ras_true), axis=-1)
+    return np.concatenate([relative, distance_mm[..., None]], axis=-1)
 
 
 def print_table(title: str, rows: dict) -> None:
@@ -167,9 +170,9 @@ class AtlasCases:
                 row += [r["coarse"]["evaluations"], fine_fit["evaluations"], r["seconds"],
                         r["coarse"]["start"]["objective"], r["coarse"]["end"]["objective"],
                         fine_fit["start"]["objective"], fine_fit["end"]["objective"]]
-                true_mu, true_seed = state["data"]["targets"][i][:2], state["data"]["targets"][i][2:5]
-                row += [abs(r["mu1"] - true_mu[0]) / true_mu[0], abs(r["mu2"] - true_mu[1]) / true_mu[1],
-                        float(np.linalg.norm(np.subtract(r["seed_ras_mm"], net.geometry.index_to_ras(true_seed))))]
+                target = state["data"]["targets"][i]
+                row += parameter_errors([r["mu1"], r["mu2"]], target[:2], r["seed_ras_mm"],
+                                        net.geometry.index_to_ras(target[2:5])).tolist()
             else:
                 row += [np.nan] * (len(SCORE_KEYS) + 7 + len(REFINED_PARAMETER_KEYS))
             for columns in ABLATIONS.values():
@@ -224,8 +227,9 @@ def test_set(args, model, config) -> dict:
     predicted = predict_labels(model, config, labels, np.stack([tissue.wm.array, tissue.gm.array]))
     predicted[:, :2] = np.clip(predicted[:, :2], *np.transpose(mu_bounds(config)))  # as the pipeline does
     network_s = (time.perf_counter() - start) / n
-    rel = np.abs(predicted[:, :2] - data["targets"][:, :2]) / data["targets"][:, :2]
-    seed_mm = np.linalg.norm(predicted[:, 2:5] - data["targets"][:, 2:5], axis=1) * tissue.wm.geometry.spacing_mm[0]
+    errors = parameter_errors(predicted[:, :2], data["targets"][:, :2], tissue.wm.geometry.index_to_ras(
+        predicted[:, 2:5]), tissue.wm.geometry.index_to_ras(data["targets"][:, 2:5]))
+    rel, seed_mm = errors[:, :2], errors[:, 2]
     print(f"{n} test cases; network {1000 * network_s:.1f} ms/case; median relative error mu1 "
           f"{np.median(rel[:, 0]):.3f}, mu2 {np.median(rel[:, 1]):.3f}; seed error median {np.median(seed_mm):.1f} mm, "
           f"mean {seed_mm.mean():.1f} mm", flush=True)
