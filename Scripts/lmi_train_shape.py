@@ -1,0 +1,102 @@
+"""Train the Learn-Morph-Infer shape regressor (mu1, mu2 from the lesion's shape) from the committed config.
+
+The shipped ``Resources/LMI/shape_regressor.pt`` and ``shape_regressor_log.json`` are this script's output for
+``Resources/LMI/config.json`` on the dataset made by ``Scripts/lmi_make_dataset.py``::
+
+    python Scripts/lmi_make_dataset.py --out lmi_data
+    python Scripts/lmi_train_shape.py --data lmi_data --out Resources/LMI [--workers N]
+
+The shape features of every training and validation case are computed first (one process per core, ~25 ms per
+case) and kept in the dataset folder (``shape_features_{split}.npz``), so a second run only trains (~1 minute).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
+from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
+from TumorPersonalizationLib.files import atomic_path  # noqa: E402
+from TumorPersonalizationLib.lmi import dataset  # noqa: E402
+from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
+from TumorPersonalizationLib.lmi.shape_features import FEATURE_NAMES, shape_features  # noqa: E402
+from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, WEIGHTS_NAME, fit  # noqa: E402
+
+LOG_NAME = "shape_regressor_log.json"
+
+
+def _features_of_shard(path: Path, tissue: np.ndarray, spacing_mm: float) -> np.ndarray:
+    with np.load(path) as shard:
+        return shape_features(shard["labels"], tissue, spacing_mm)
+
+
+def split_features(data_dir: Path, split: str, limit: int, tissue: np.ndarray, spacing_mm: float,
+                   workers: int) -> np.ndarray:
+    """(limit, F) features of the split's first ``limit`` cases; cached in ``data_dir``."""
+    cache = data_dir / f"shape_features_{split}.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            if tuple(saved["names"]) == FEATURE_NAMES and len(saved["features"]) >= limit:
+                return saved["features"][:limit]
+    paths = dataset.shard_paths(data_dir, split)
+    size = int(np.load(paths[0])["targets"].shape[0])
+    paths = paths[:-(-limit // size)]
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(workers) as pool:
+        parts = list(tqdm(pool.map(_features_of_shard, paths, [tissue] * len(paths), [spacing_mm] * len(paths)),
+                          total=len(paths), desc=f"shape features ({split})", unit="shard", file=sys.stderr))
+    features = np.concatenate(parts)[:limit]
+    with atomic_path(cache, ".npz") as tmp:
+        np.savez(tmp, features=features, names=np.array(FEATURE_NAMES))
+    return features
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder (train_*.npz, val_*.npz)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for shape_regressor.pt and its log")
+    parser.add_argument("--config", type=Path, help="LMI config (default Resources/LMI/config.json)")
+    parser.add_argument("--workers", type=int, default=available_cpus())
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    dataset.check_manifest(args.data, config)
+    tissue = dataset.load_tissue(args.data)
+    spacing = float(config["grid"]["spacing_mm"])
+    start = time.perf_counter()
+    mu, features = {}, {}
+    for split in ("train", "val"):
+        wanted = int(config["dataset"]["cases"][split])
+        data = dataset.load_split(args.data, split, limit=wanted)
+        if len(data["targets"]) < wanted:
+            raise InputError(f"{args.data} holds {len(data['targets'])} {split} cases, the config asks "
+                                     f"for {wanted}: make the missing shards with Scripts/lmi_make_dataset.py")
+        mu[split] = data["targets"][:, :2].astype(np.float64)
+        features[split] = split_features(args.data, split, wanted, tissue, spacing, args.workers)
+    features_s = time.perf_counter() - start
+    model, summary = fit(config.get("shape_regressor", DEFAULT_SETTINGS), features["train"], mu["train"], features["val"], mu["val"])
+    summary.update(features_seconds=round(features_s, 1),
+                   training_seconds=round(time.perf_counter() - start - features_s, 1))
+    import torch
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out / WEIGHTS_NAME, ".pt") as tmp:
+        torch.save({"state_dict": model.state_dict(), "config": config, "feature_names": list(FEATURE_NAMES),
+                    "summary": summary}, tmp)
+    with atomic_path(args.out / LOG_NAME, ".json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["val_median_abs_log_error"]))
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)
