@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -34,31 +35,40 @@ from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, WEIGHT
 LOG_NAME = "shape_regressor_log.json"
 
 
-def _features_of_shard(path: Path, tissue: np.ndarray, spacing_mm: float) -> np.ndarray:
-    with np.load(path) as shard:
-        return shape_features(shard["labels"], tissue, spacing_mm)
+def _features_of_shard(path: Path, tissue: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(cases, F) shape features and (cases, 2) mu1, mu2 of one shard."""
+    try:
+        with np.load(path) as shard:
+            labels, mu = shard["labels"], shard["targets"][:, :2].astype(np.float64)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise InputError(f"dataset shard {path}: cannot read it ({error})") from error
+    return shape_features(labels, tissue, spacing_mm), mu
 
 
-def split_features(data_dir: Path, split: str, limit: int, tissue: np.ndarray, spacing_mm: float,
-                   workers: int) -> np.ndarray:
-    """(limit, F) features of the split's first ``limit`` cases; cached in ``data_dir``."""
+def split_features(data_dir: Path, split: str, limit: int, shard_size: int, tissue: np.ndarray,
+                   spacing_mm: float, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """(limit, F) features and (limit, 2) mu of the split's first ``limit`` cases; cached in ``data_dir``."""
     cache = data_dir / f"shape_features_{split}.npz"
     if cache.exists():
         with np.load(cache) as saved:
-            if tuple(saved["names"]) == FEATURE_NAMES and len(saved["features"]) >= limit:
-                return saved["features"][:limit]
+            if (tuple(saved["names"]) == FEATURE_NAMES and "mu" in saved.files
+                    and len(saved["features"]) >= limit):
+                return saved["features"][:limit], saved["mu"][:limit]
     paths = dataset.shard_paths(data_dir, split)
-    size = int(np.load(paths[0])["targets"].shape[0])
-    paths = paths[:-(-limit // size)]
+    paths = paths[:-(-limit // shard_size)]
     from tqdm import tqdm
 
     with ProcessPoolExecutor(workers) as pool:
         parts = list(tqdm(pool.map(_features_of_shard, paths, [tissue] * len(paths), [spacing_mm] * len(paths)),
                           total=len(paths), desc=f"shape features ({split})", unit="shard", file=sys.stderr))
-    features = np.concatenate(parts)[:limit]
+    features = np.concatenate([part[0] for part in parts])
+    mu = np.concatenate([part[1] for part in parts])
+    if len(mu) < limit:
+        raise InputError(f"{data_dir} holds {len(mu)} {split} cases, the config asks for {limit}: make the "
+                         "missing shards with Scripts/lmi_make_dataset.py")
     with atomic_path(cache, ".npz") as tmp:
-        np.savez(tmp, features=features, names=np.array(FEATURE_NAMES))
-    return features
+        np.savez(tmp, features=features[:limit], mu=mu[:limit], names=np.array(FEATURE_NAMES))
+    return features[:limit], mu[:limit]
 
 
 def main(argv=None) -> int:
@@ -76,14 +86,11 @@ def main(argv=None) -> int:
     mu, features = {}, {}
     for split in ("train", "val"):
         wanted = int(config["dataset"]["cases"][split])
-        data = dataset.load_split(args.data, split, limit=wanted)
-        if len(data["targets"]) < wanted:
-            raise InputError(f"{args.data} holds {len(data['targets'])} {split} cases, the config asks "
-                                     f"for {wanted}: make the missing shards with Scripts/lmi_make_dataset.py")
-        mu[split] = data["targets"][:, :2].astype(np.float64)
-        features[split] = split_features(args.data, split, wanted, tissue, spacing, args.workers)
+        features[split], mu[split] = split_features(args.data, split, wanted, int(config["dataset"]["shard_size"]),
+                                                    tissue, spacing, args.workers)
     features_s = time.perf_counter() - start
-    model, summary = fit(config.get("shape_regressor", DEFAULT_SETTINGS), features["train"], mu["train"], features["val"], mu["val"])
+    model, summary = fit(config.get("shape_regressor", DEFAULT_SETTINGS), features["train"], mu["train"],
+                         features["val"], mu["val"])
     summary.update(features_seconds=round(features_s, 1),
                    training_seconds=round(time.perf_counter() - start - features_s, 1))
     import torch

@@ -278,6 +278,11 @@ def _add_personalize(sub) -> None:
     lmi.add_argument("--skull-stripped", choices=["auto", "yes", "no"], default="auto",
                      help="is --t1 skull-stripped? (auto: decided from the image's foreground volume)")
     lmi.add_argument("--weights", type=Path, help="trained network (default Resources/LMI/inverse_net.pt)")
+    lmi.add_argument("--mu-from", choices=["shape", "network"], default="shape",
+                     help="take mu1, mu2 from the shape regressor (default, more accurate) or the inverse network; "
+                          "the seed always comes from the network")
+    lmi.add_argument("--shape-weights", type=Path,
+                     help="trained shape regressor (default Resources/LMI/shape_regressor.pt)")
     _add_tissue_options(p)
     p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
     p.add_argument("--samples", type=int, default=2048, help="TMCMC samples per stage (default 2048)")
@@ -302,7 +307,8 @@ FAST_SAMPLES = 320
 
 # Options that only one method reads: given with the other method, they are refused rather than ignored.
 _TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet", "wm", "gm", "csf")
-_LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "skull_stripped", "weights")
+_LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "skull_stripped", "weights",
+             "mu_from", "shape_weights")
 
 
 def _refuse_options_of_other_method(args) -> None:
@@ -326,6 +332,8 @@ def _run_personalize_lmi(args) -> int:
     if args.refine_fine_evaluations != 0 and args.refine_fine_evaluations < 6:  # 6: the start and its simplex
         raise InputError("--refine-fine-evaluations must be 0 (skip) or at least 6, "
                          f"got {args.refine_fine_evaluations}")
+    if args.shape_weights is not None and args.mu_from != "shape":
+        raise InputError("--shape-weights is only read with --mu-from shape")
     _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES], [args.t1, args.t1gd, args.flair])
     t1 = read_volume(args.t1, "--t1")
     t1gd, flair = read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair")
@@ -336,7 +344,7 @@ def _run_personalize_lmi(args) -> int:
             refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
             refine_fine_evaluations=args.refine_fine_evaluations,
             skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
-            progress=bar)
+            mu_from=args.mu_from, shape_weights=args.shape_weights, progress=bar)
     finally:
         bar.close()
     report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)

@@ -46,6 +46,7 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     report = json.loads((out / "report.json").read_text())
     assert set(report["timings_s"]) == {"registration", "warp_to_atlas", "network", "simulation", "warp_to_patient"}
     assert report["parameters"]["mu1"]["value"] > 0 and report["registration"]["skull_stripped"]
+    assert report["network_estimate"]["mu_from"] == "shape regressor"
     # The tumor was grown in SRI24's own tissue maps with known parameters: the LMI density must find it.
     dice = dice_at_levels(density, read_volume(patient["truth"]), (0.1, 0.5))
     assert dice["0.1"] >= 0.6 and dice["0.5"] >= 0.5, dice
@@ -195,7 +196,36 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     assert code == 2 and "--t1 is not used by --method tmcmc" in err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--refine", "--refine-fine-evaluations", "3"], capsys)
     assert code == 2 and "--refine-fine-evaluations must be 0 (skip) or at least 6, got 3" in err, err
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--shape-weights", tmp_path / "none.pt"], capsys)
+    assert code == 2 and "shape regressor weights" in err and "not found" in err, err
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--mu-from", "network", "--shape-weights",
+                                                             patient["t1"]], capsys)
+    assert code == 2 and "--shape-weights is only read with --mu-from shape" in err, err
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))
+
+
+def test_shipped_estimators_recover_a_simulated_lesion_and_share_the_seed():
+    """A lesion simulated with known mu1, mu2 and seed on the network grid: the shipped shape regressor's mu are
+    close to the truth, and it changes only mu, not the network's seed."""
+    from TumorPersonalizationLib.lmi.config import network_tissue
+    from TumorPersonalizationLib.lmi.dataset import encode_labels
+    from TumorPersonalizationLib.lmi.pipeline import (default_shape_weights, default_weights, load_shape_model,
+                                                      predict_labels)
+    from TumorPersonalizationLib.lmi.training import load_network
+
+    model, config = load_network(default_weights())
+    shape_model = load_shape_model(default_shape_weights(), config)
+    domain = network_domain(config)
+    tissue = network_tissue(config)
+    wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
+    mu1, mu2, seed = 12.0, 3.0, np.array([40.0, 30.0, 40.0])
+    truth = domain.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), seed)
+    labels = encode_labels(truth >= 0.7, truth >= 0.25)[None]
+    network_only = predict_labels(model, config, labels, wm_gm)[0]
+    combined = predict_labels(model, config, labels, wm_gm, shape_model=shape_model)[0]
+    assert np.array_equal(combined[2:], network_only[2:])
+    assert np.linalg.norm(combined[2:] - seed) * 3.0 < 10.0  # mm
+    assert abs(np.log(combined[0] / mu1)) < 0.3 and abs(np.log(combined[1] / mu2)) < 0.2, combined[:2]
 
 
 def test_the_cli_default_number_of_refinement_simulations_is_the_library_default():

@@ -11,9 +11,6 @@ Trained by ``Scripts/lmi_train_shape.py`` with the config's ``shape_regressor`` 
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +18,7 @@ from torch import nn
 
 from ..errors import InputError
 from .shape_features import FEATURE_NAMES
+from .weights import load_state, read_weights_file
 
 WEIGHTS_NAME = "shape_regressor.pt"
 DEFAULT_SETTINGS = {"hidden": 64, "steps": 10000, "batch_size": 64, "learning_rate": 1e-3, "weight_decay": 0.0,
@@ -114,20 +112,10 @@ def fit(settings: dict, train_features: np.ndarray, train_mu: np.ndarray, val_fe
 def load_shape_regressor(path) -> tuple[ShapeRegressor, dict]:
     """Load weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode and the config it was trained
     with."""
-    path = Path(path)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        raise InputError(f"shape regressor weights {path}: cannot read them ({error})") from error
-    if not isinstance(saved, dict) or not {"state_dict", "config", "feature_names"} <= set(saved):
-        raise InputError(f"shape regressor weights {path}: not a shape regressor weights file")
+    saved = read_weights_file(path, {"state_dict", "config", "feature_names"}, "shape regressor weights")
     if tuple(saved["feature_names"]) != FEATURE_NAMES:
         raise InputError(f"shape regressor weights {path}: trained on other features than this version computes")
-    model = ShapeRegressor(len(FEATURE_NAMES), int(saved["config"].get("shape_regressor", DEFAULT_SETTINGS)["hidden"]))
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except RuntimeError as error:
-        raise InputError(f"shape regressor weights {path}: they do not fit the network their config describes") \
-            from error
-    model.eval()
+    hidden = int(saved["config"].get("shape_regressor", DEFAULT_SETTINGS)["hidden"])
+    model = ShapeRegressor(len(FEATURE_NAMES), hidden)
+    load_state(model, saved, path, "shape regressor weights")
     return model, saved["config"]

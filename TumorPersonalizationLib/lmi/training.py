@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import pickle
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from .config import target_scaling
 from .dataset import check_manifest, load_split, load_tissue, relative_targets
 from .inputs import crop_labels, input_channels, network_input
 from .network import InverseNet
+from .weights import load_state, read_weights_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
 WEIGHTS_NAME = "inverse_net.pt"
@@ -211,17 +210,8 @@ def train(config: dict, data_dir, out_dir, *, device: str = "cpu", max_minutes: 
 
 def load_network(path, device: str = "cpu") -> tuple[InverseNet, dict]:
     """Load trained weights (``torch.load(weights_only=True)``): the network in eval mode and its config."""
-    path = Path(path)
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        raise InputError(f"LMI weights {path}: cannot read them ({error})") from error
-    if not isinstance(saved, dict) or not {"state_dict", "config"} <= set(saved):
-        raise InputError(f"LMI weights {path}: not a weights file (a training checkpoint? use {WEIGHTS_NAME})")
+    saved = read_weights_file(path, {"state_dict", "config"}, "LMI weights", device,
+                              hint=f" (a training checkpoint? use {WEIGHTS_NAME})")
     model = InverseNet.from_config(saved["config"]).to(device)
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except RuntimeError as error:
-        raise InputError(f"LMI weights {path}: they do not fit the network their config describes") from error
-    model.eval()
+    load_state(model, saved, path, "LMI weights")
     return model, saved["config"]
