@@ -6,8 +6,13 @@ The shipped ``Resources/LMI/shape_regressor.pt`` and ``shape_regressor_log.json`
     python Scripts/lmi_make_dataset.py --out lmi_data
     python Scripts/lmi_train_shape.py --data lmi_data --out Resources/LMI [--workers N]
 
+The config's ``shape_regressor.labels`` says which masks the features are read from: ``"dataset"``, the stored
+labels of the 3 mm simulations, or ``"atlas"`` (shipped), the same cases regrown on the atlas' 1.5 mm grid as a
+patient's masks arrive (made first by ``Scripts/lmi_grow_atlas.py --data lmi_data``, ~35 min on 2 cores).
+
 The shape features of every training and validation case are computed first (one process per core, ~25 ms per
-case) and kept in the dataset folder (``shape_features_{split}.npz``), so a second run only trains (~1 minute).
+case) and kept in the dataset folder (``shape_features_{labels}_{split}.npz``), so a second run only trains
+(seconds).
 """
 from __future__ import annotations
 
@@ -27,28 +32,33 @@ sys.path.insert(0, str(ROOT))
 from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.files import atomic_path  # noqa: E402
-from TumorPersonalizationLib.lmi import dataset  # noqa: E402
+from TumorPersonalizationLib.lmi import atlas_growth, dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
 from TumorPersonalizationLib.lmi.shape_features import FEATURE_NAMES, shape_features  # noqa: E402
 from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, WEIGHTS_NAME, fit  # noqa: E402
 
 LOG_NAME = "shape_regressor_log.json"
+LABEL_SOURCES = ("dataset", "atlas")
 
 
-def _features_of_shard(path: Path, tissue: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(cases, F) shape features and (cases, 2) mu1, mu2 of one shard."""
+def _features_of_shard(path: Path, split: str, index: int, source: str, tissue: np.ndarray,
+                       spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(cases, F) shape features and (cases, 2) mu1, mu2 of one shard (``index``: its number in the split)."""
     try:
         with np.load(path) as shard:
             labels, mu = shard["labels"], shard["targets"][:, :2].astype(np.float64)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise InputError(f"dataset shard {path}: cannot read it ({error})") from error
+    if source == "atlas":
+        labels = atlas_growth.load_labels(path.parent, split, index, len(labels))
     return shape_features(labels, tissue, spacing_mm), mu
 
 
-def split_features(data_dir: Path, split: str, limit: int, shard_size: int, tissue: np.ndarray,
+def split_features(data_dir: Path, split: str, source: str, limit: int, shard_size: int, tissue: np.ndarray,
                    spacing_mm: float, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """(limit, F) features and (limit, 2) mu of the split's first ``limit`` cases; cached in ``data_dir``."""
-    cache = data_dir / f"shape_features_{split}.npz"
+    """(limit, F) features and (limit, 2) mu of the split's first ``limit`` cases, from the labels ``source``
+    (:data:`LABEL_SOURCES`); cached in ``data_dir``."""
+    cache = data_dir / f"shape_features_{source}_{split}.npz"
     if cache.exists():
         with np.load(cache) as saved:
             if (tuple(saved["names"]) == FEATURE_NAMES and "mu" in saved.files
@@ -59,7 +69,9 @@ def split_features(data_dir: Path, split: str, limit: int, shard_size: int, tiss
     from tqdm import tqdm
 
     with ProcessPoolExecutor(workers) as pool:
-        parts = list(tqdm(pool.map(_features_of_shard, paths, [tissue] * len(paths), [spacing_mm] * len(paths)),
+        n = len(paths)
+        parts = list(tqdm(pool.map(_features_of_shard, paths, [split] * n, range(n), [source] * n, [tissue] * n,
+                                   [spacing_mm] * n),
                           total=len(paths), desc=f"shape features ({split})", unit="shard", file=sys.stderr))
     features = np.concatenate([part[0] for part in parts])
     mu = np.concatenate([part[1] for part in parts])
@@ -83,14 +95,19 @@ def main(argv=None) -> int:
     tissue = dataset.load_tissue(args.data)
     spacing = float(config["grid"]["spacing_mm"])
     start = time.perf_counter()
+    settings = config.get("shape_regressor", DEFAULT_SETTINGS)
+    source = settings.get("labels", "dataset")
+    if source not in LABEL_SOURCES:
+        raise InputError(f"config: shape_regressor.labels must be one of {LABEL_SOURCES}, got {source!r}")
     mu, features = {}, {}
     for split in ("train", "val"):
         wanted = int(config["dataset"]["cases"][split])
-        features[split], mu[split] = split_features(args.data, split, wanted, int(config["dataset"]["shard_size"]),
-                                                    tissue, spacing, args.workers)
+        features[split], mu[split] = split_features(args.data, split, source, wanted,
+                                                    int(config["dataset"]["shard_size"]), tissue, spacing,
+                                                    args.workers)
     features_s = time.perf_counter() - start
-    model, summary = fit(config.get("shape_regressor", DEFAULT_SETTINGS), features["train"], mu["train"],
-                         features["val"], mu["val"])
+    model, summary = fit(settings, features["train"], mu["train"], features["val"], mu["val"])
+    summary["labels"] = source
     summary.update(features_seconds=round(features_s, 1),
                    training_seconds=round(time.perf_counter() - start - features_s, 1))
     import torch

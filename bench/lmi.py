@@ -35,22 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from TumorPersonalizationLib.execution import make_executor  # noqa: E402
-from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
 from TumorPersonalizationLib.imaging.io import read_volume  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
-from TumorPersonalizationLib.lmi.config import (mu_bounds, network_domain, network_geometry,  # noqa: E402
-                                                network_tissue)
-from TumorPersonalizationLib.lmi.dataset import encode_labels  # noqa: E402
+from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas  # noqa: E402
+from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (MU_SOURCES, default_shape_weights,  # noqa: E402
-                                                  default_weights, lesion_on_network_grid, load_shape_model,
-                                                  personalize_lmi, predict_labels, shape_mu)
+from TumorPersonalizationLib.lmi.pipeline import (MU_SOURCES, default_shape_weights, default_weights,  # noqa: E402
+                                                  load_shape_model, personalize_lmi, predict_labels, shape_mu)
 from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid,  # noqa: E402
                                                     nearest_domain_voxel, refine_coarse_to_fine)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402
-from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402
 
 LEVELS = (0.01, 0.1, 0.8)
 # Thesis ch. 7, Table 1, experiment 3 (FK, mu1/mu2/x predicted): MAE 0.057 (WM), 0.057 (GM), 0.0 (CSF).
@@ -121,25 +117,16 @@ class AtlasCases:
 
     def _load(self):
         if self._state is None:
-            atlas = load_atlas()
-            self._state = {
-                "data": dataset.load_split(self.data_dir, "test", limit=self.cases), "atlas": atlas,
-                "net": FitGrid(network_domain(self.config), network_geometry(atlas, self.config), None, None),
-                "fine": FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm),
-                                atlas.wm.geometry, None, None)}
+            self._state = {"data": dataset.load_split(self.data_dir, "test", limit=self.cases),
+                           "grids": atlas_grids(self.config)}
+            self._state.update(atlas=self._state["grids"].atlas, net=self._state["grids"].net,
+                               fine=self._state["grids"].fine)
         return self._state
 
     def _truth(self, i):
         """(truth density, T1Gd, FLAIR) on the atlas grid and the network grid's labels for case i."""
         state = self._load()
-        p = state["data"]["parameters"][i]
-        fine = state["fine"]
-        truth = fine.domain.simulate(p[0], p[1], p[2], fine.seed_from(state["net"], p[3:6]), parallel=self.parallel)
-        t1gd, flair = truth >= p[6], truth >= p[7]
-        wm = state["atlas"].wm
-        on_net = lesion_on_network_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
-                                        state["net"].geometry)
-        return truth, t1gd, flair, encode_labels(*on_net)
+        return grow_on_atlas(state["grids"], state["data"]["parameters"][i], parallel=self.parallel)
 
     def _simulate(self, mu1, mu2, seed_index_fine) -> np.ndarray:
         return simulate_time_independent(self._load()["fine"].domain, mu1, mu2, seed_index_fine,

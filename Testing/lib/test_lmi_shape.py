@@ -41,3 +41,35 @@ def test_fit_learns_a_known_function():
     _, summary = fit(dict(DEFAULT_SETTINGS, steps=1500), x[:500], mu[:500], x[500:], mu[500:], log=lambda *_: None)
     assert summary["loss_curve"][-1]["train_mse_log"] < 0.2 * summary["loss_curve"][0]["train_mse_log"]
     assert summary["val_median_abs_log_error"]["mu1"] < 0.05
+
+
+def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pipeline_masks(tmp_path):
+    """The same parameters grown at 1.5 mm and at 3 mm give nearly the same lesion on the network grid (the two
+    solvers share nothing but the tissue maps' source), and its labels are the pipeline's masks of the 1.5 mm
+    truth."""
+    from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas, labels_path, load_labels
+    from TumorPersonalizationLib.lmi.config import load_config, network_domain
+    from TumorPersonalizationLib.lmi.parameters import from_time_independent
+    from TumorPersonalizationLib.lmi.pipeline import lesion_on_network_grid
+
+    config = load_config()
+    grids = atlas_grids(config)
+    dw, rho, days = (float(v) for v in from_time_independent(12.0, 3.0))
+    parameters = np.array([dw, rho, days, 40.0, 30.0, 40.0, 0.7, 0.25])
+    truth, t1gd, flair, labels = grow_on_atlas(grids, parameters)
+    assert truth.shape == grids.fine.geometry.shape and labels.shape == tuple(config["grid"]["shape"])
+    assert np.array_equal(t1gd, truth >= 0.7) and np.array_equal(flair, truth >= 0.25)
+    wm = grids.atlas.wm
+    on_net = lesion_on_network_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
+                                    grids.net.geometry)
+    assert np.array_equal(labels == 2, on_net[0]) and np.array_equal(labels > 0, on_net[1])
+    coarse = network_domain(config).simulate(dw, rho, days, parameters[3:6])
+    for level, label in ((0.7, 2), (0.25, 1)):
+        assert np.count_nonzero(labels >= label) == pytest.approx(np.count_nonzero(coarse >= level), rel=0.25)
+
+    with pytest.raises(InputError, match="lmi_grow_atlas"):
+        load_labels(tmp_path, "train", 0, 1)
+    np.savez(labels_path(tmp_path, "train", 0), labels=labels[None])
+    assert load_labels(tmp_path, "train", 0, 1).shape == (1, *labels.shape)
+    with pytest.raises(InputError, match="1 cases, the shard holds 2"):
+        load_labels(tmp_path, "train", 0, 2)
