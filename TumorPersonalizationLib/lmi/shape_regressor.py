@@ -62,7 +62,7 @@ def fit(settings: dict, train_features: np.ndarray, train_mu: np.ndarray, val_fe
     ----------
     settings : dict
         The config's ``shape_regressor`` section: ``hidden``, ``steps``, ``batch_size``, ``learning_rate``,
-        ``weight_decay``, ``seed``.
+        ``weight_decay``, ``seed`` (``labels`` is read by the training script: which masks the features come from).
     train_features, val_features : (n, F) float
     train_mu, val_mu : (n, 2) float
         mu1 (mm) and mu2 of each case.
