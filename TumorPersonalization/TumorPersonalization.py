@@ -120,7 +120,8 @@ class TumorPersonalizationParameterNode:
     t1gdLesion, flairLesion - segmentation (all segments) or labelmap (label > 0) of the T1Gd and FLAIR lesion.
     petVolume - optional FET-PET uptake (TMCMC only).
     wmMap, gmMap, csfMap - optional tissue probability maps; default: the bundled atlas (registered by
-        Learn-Morph-Infer; TMCMC needs maps on the patient grid or inputs in atlas space).
+        Learn-Morph-Infer; TMCMC needs maps on the patient grid or inputs in atlas space). Given, Learn-Morph-Infer
+        simulates in them instead of in the atlas.
     tmcmcSamples, tmcmcFast, workers - TMCMC population per stage, 320-sample fast mode, processes (0: all cores).
     marginMm - standard-CTV margin (mm).  planMode - how the personalized CTV is made.
     """
@@ -477,7 +478,7 @@ class TumorPersonalizationLogic(ScriptedLoadableModuleLogic):
         if given and not ("WM" in given and "GM" in given):
             raise InputError("tissue maps: select both a WM and a GM probability map (CSF optional), or none to "
                              "use the bundled atlas")
-        if not given:
+        if not given and not method.registersAtlas:
             from TumorPersonalizationLib.imaging.atlas import ATLAS_DIR, ATLAS_FILES
             from TumorPersonalizationLib.imaging.io import read_volume
 

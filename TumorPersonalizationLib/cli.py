@@ -250,7 +250,9 @@ def _run_plan(args) -> int:
 
 
 def _add_tissue_options(p) -> None:
-    p.add_argument("--wm", type=Path, help="white-matter probability map (NIfTI/NRRD); default: bundled atlas")
+    p.add_argument("--wm", type=Path, help="white-matter probability map (NIfTI/NRRD); default: bundled atlas "
+                   "(personalize --method lmi: the patient's own maps on the --t1 grid, simulated in instead of "
+                   "the atlas)")
     p.add_argument("--gm", type=Path, help="grey-matter probability map, same grid as --wm")
     p.add_argument("--csf", type=Path, help="CSF probability map, same grid (plans stay out of CSF)")
 
@@ -306,7 +308,7 @@ FAST_SAMPLES = 320
 
 
 # Options that only one method reads: given with the other method, they are refused rather than ignored.
-_TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet", "wm", "gm", "csf")
+_TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet")
 _LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "skull_stripped", "weights",
              "mu_from", "shape_weights")
 
@@ -334,9 +336,15 @@ def _run_personalize_lmi(args) -> int:
                          f"got {args.refine_fine_evaluations}")
     if args.shape_weights is not None and args.mu_from != "shape":
         raise InputError("--shape-weights is only read with --mu-from shape")
-    _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES], [args.t1, args.t1gd, args.flair])
+    _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES],
+                               [args.t1, args.t1gd, args.flair, args.wm, args.gm, args.csf])
     t1 = read_volume(args.t1, "--t1")
     t1gd, flair = read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair")
+    patient_tissue = None
+    if args.wm is not None or args.gm is not None or args.csf is not None:
+        from .imaging.tissue import load_tissue_maps
+
+        patient_tissue = load_tissue_maps(args.wm, args.gm, args.csf)
     bar = _progress_for(args, "personalizing (lmi)")
     try:
         result, tissue, observation = personalize_lmi(
@@ -344,7 +352,7 @@ def _run_personalize_lmi(args) -> int:
             refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
             refine_fine_evaluations=args.refine_fine_evaluations,
             skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
-            mu_from=args.mu_from, shape_weights=args.shape_weights, progress=bar)
+            mu_from=args.mu_from, shape_weights=args.shape_weights, patient_tissue=patient_tissue, progress=bar)
     finally:
         bar.close()
     report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)

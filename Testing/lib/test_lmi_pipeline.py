@@ -12,6 +12,7 @@ from TumorPersonalizationLib.lmi.parameters import from_time_independent
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.lmi.refinement import mask_fit, nearest_inside, refine
 from TumorPersonalizationLib.metrics import dice_at_levels
+from TumorPersonalizationLib.resources import resources_dir
 
 from example_case import example_patient
 
@@ -47,10 +48,69 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     assert set(report["timings_s"]) == {"registration", "warp_to_atlas", "network", "simulation", "warp_to_patient"}
     assert report["parameters"]["mu1"]["value"] > 0 and report["registration"]["skull_stripped"]
     assert report["network_estimate"]["mu_from"] == "shape regressor"
+    # The seed, inferred in the atlas, mapped back to the patient: near where the tumor was grown from.
+    true_seed = json.loads((resources_dir() / "ExamplePatient" / "truth.json").read_text())["seed_ras_mm"]
+    assert np.linalg.norm(np.subtract(report["seed_in_patient_ras_mm"], true_seed)) < 10.0
     # The tumor was grown in SRI24's own tissue maps with known parameters: the LMI density must find it.
     dice = dice_at_levels(density, read_volume(patient["truth"]), (0.1, 0.5))
     assert dice["0.1"] >= 0.6 and dice["0.5"] >= 0.5, dice
     assert (out / "overview.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def atlas_anatomy_patient(tmp_path_factory):
+    """A patient with the atlas' anatomy on a 2 mm grid of another origin, its tissue maps, and a tumor grown in
+    them with known parameters, written to files (``truth`` holds the true density, ``seed_ras_mm`` the seed)."""
+    from TumorPersonalizationLib.imaging.atlas import load_atlas
+    from TumorPersonalizationLib.imaging.tissue import TissueMaps, regrid_geometry, resample_tissue
+    from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
+
+    atlas = load_atlas()
+    g = regrid_geometry(atlas.t1.geometry, 2.0)
+    geometry = Geometry(g.shape, g.spacing_mm, np.add(g.origin_ras_mm, (1.0, -0.5, 0.7)), g.direction_ras)
+    tissue = resample_tissue(TissueMaps(atlas.wm, atlas.gm, atlas.csf, atlas.t1_stripped), geometry, "atlas")
+    seed_ras = np.array([-28.0, -12.0, 22.0])
+    domain = Domain(tissue.wm.array, tissue.gm.array, geometry.spacing_mm)
+    seed_index = np.round(geometry.ras_to_index(seed_ras))
+    assert domain.inside[tuple(seed_index.astype(int))]
+    truth = domain.simulate(0.2, 0.04, 250.0, seed_index)
+    folder = tmp_path_factory.mktemp("atlas_patient")
+    files = {name: write_volume(volume, folder / f"{name}.nii.gz") for name, volume in (
+        ("t1", tissue.background), ("wm", tissue.wm), ("gm", tissue.gm), ("csf", tissue.csf),
+        ("t1gd", tissue.wm.like((truth >= 0.7).astype(np.uint8))),
+        ("flair", tissue.wm.like((truth >= 0.25).astype(np.uint8))), ("truth", tissue.wm.like(truth)))}
+    return dict(files, seed_ras_mm=geometry.index_to_ras(seed_index), inside=domain.inside)
+
+
+def test_patient_tissue_maps_are_simulated_in_and_the_seed_carried_there(tmp_path, atlas_anatomy_patient, capsys):
+    p = atlas_anatomy_patient
+    out = tmp_path / "out"
+    code, _, stderr = run(lmi_args(p, out) + ["--wm", p["wm"], "--gm", p["gm"], "--csf", p["csf"], "--refine",
+                                              "--refine-evaluations", "12", "--refine-fine-evaluations", "6"],
+                          capsys)
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["simulated_in"].startswith("the patient's tissue maps")
+    assert report["fit"]["grid"] == "patient" and "warp_to_patient" not in report["timings_s"]
+    assert report["refinement"]["grid"] == "fine"
+    # The seed was refined in the patient's space: the report's patient seed is the refined one.
+    assert np.allclose(report["seed_in_patient_ras_mm"], report["refinement"]["seed_ras_mm"], atol=0.01)
+    assert np.linalg.norm(np.subtract(report["seed_in_patient_ras_mm"], p["seed_ras_mm"])) < 8.0
+    density = read_volume(out / "density.nii.gz")
+    assert density.geometry.is_close(read_volume(p["t1"]).geometry)
+    dice = dice_at_levels(density, read_volume(p["truth"]), (0.1, 0.5))
+    assert dice["0.1"] >= 0.75 and dice["0.5"] >= 0.7, dice
+    # Simulated in the patient's WM/GM, the tumor stays there (up to the resampling to the T1 grid at its edge).
+    from scipy import ndimage
+
+    near_domain = ndimage.binary_dilation(p["inside"])
+    assert density.array[~near_domain].max() < 0.05
+
+
+def test_patient_tissue_maps_must_share_the_t1_grid(tmp_path, atlas_anatomy_patient, patient, capsys):
+    p = atlas_anatomy_patient
+    code, _, err = run(lmi_args(patient, tmp_path / "o") + ["--wm", p["wm"], "--gm", p["gm"]], capsys)
+    assert code == 2 and "WM map" in err and "grid" in err, err
 
 
 def test_refine_runs_on_both_grids_and_reports_what_it_did(tmp_path, patient, capsys):
@@ -67,8 +127,8 @@ def test_refine_runs_on_both_grids_and_reports_what_it_did(tmp_path, patient, ca
     assert np.allclose(seed, refinement["seed_ras_mm"])
     assert report["parameters"]["mu1"]["value"] == pytest.approx(refinement["mu1"])
     # The reported fit is measured on the grid the refinement ended on, and is the fit it reached there.
-    assert report["fit_in_atlas"]["grid"] == "atlas"
-    assert report["fit_in_atlas"]["objective"] == pytest.approx(refinement["fine"]["end"]["objective"], abs=1e-3)
+    assert report["fit"]["grid"] == "atlas"
+    assert report["fit"]["objective"] == pytest.approx(refinement["fine"]["end"]["objective"], abs=1e-3)
     assert read_volume(out / "density.nii.gz").geometry.is_close(read_volume(patient["t1"]).geometry)
 
 
@@ -188,8 +248,10 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     code, _, err = run(lmi_args(not_brain, tmp_path / "o3"), capsys)
     assert code == 2 and "registration" in err.lower(), err
 
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--pet", patient["t1"]], capsys)
+    assert code == 2 and "--pet is not used by --method lmi" in err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--wm", patient["t1"]], capsys)
-    assert code == 2 and "--wm is not used by --method lmi" in err
+    assert code == 2 and "give both --wm and --gm" in err, err
     tmcmc = ["personalize", "--t1gd", patient["t1gd"], "--flair", patient["flair"], "--t1", patient["t1"],
              "--out", tmp_path / "o4"]
     code, _, err = run(tmcmc, capsys)
@@ -239,7 +301,7 @@ def test_the_cli_default_number_of_refinement_simulations_is_the_library_default
 def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_fine_masks():
     from TumorPersonalizationLib.imaging.tissue import resample_tissue
     from TumorPersonalizationLib.lmi.config import network_tissue
-    from TumorPersonalizationLib.lmi.pipeline import lesion_on_network_grid
+    from TumorPersonalizationLib.lmi.pipeline import lesion_on_grid
     from TumorPersonalizationLib.lmi.refinement import FitGrid, refine_coarse_to_fine
     from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
 
@@ -255,7 +317,7 @@ def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_f
     mu1, mu2, seed_fine = 8.0, 3.5, np.array([40.0, 30.0, 40.0])
     truth = fine.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), seed_fine)
     t1gd, flair = truth >= 0.7, truth >= 0.2
-    coarse_masks = lesion_on_network_grid(*(fine_tissue.wm.like(m.astype(np.uint8)) for m in (t1gd, flair)),
+    coarse_masks = lesion_on_grid(*(fine_tissue.wm.like(m.astype(np.uint8)) for m in (t1gd, flair)),
                                           coarse_geometry)
     coarse_grid = FitGrid(coarse, coarse_geometry, *coarse_masks)
     fine_grid = FitGrid(fine, g, t1gd, flair)

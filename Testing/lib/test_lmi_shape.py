@@ -50,7 +50,7 @@ def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pip
     from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas, labels_path, load_labels
     from TumorPersonalizationLib.lmi.config import load_config, network_domain
     from TumorPersonalizationLib.lmi.parameters import from_time_independent
-    from TumorPersonalizationLib.lmi.pipeline import lesion_on_network_grid
+    from TumorPersonalizationLib.lmi.pipeline import lesion_on_grid
 
     config = load_config()
     grids = atlas_grids(config)
@@ -60,7 +60,7 @@ def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pip
     assert truth.shape == grids.fine.geometry.shape and labels.shape == tuple(config["grid"]["shape"])
     assert np.array_equal(t1gd, truth >= 0.7) and np.array_equal(flair, truth >= 0.25)
     wm = grids.atlas.wm
-    on_net = lesion_on_network_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
+    on_net = lesion_on_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
                                     grids.net.geometry)
     assert np.array_equal(labels == 2, on_net[0]) and np.array_equal(labels > 0, on_net[1])
     coarse = network_domain(config).simulate(dw, rho, days, parameters[3:6])

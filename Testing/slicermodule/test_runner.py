@@ -48,7 +48,8 @@ def test_command_for_each_method():
     lmi = runner.buildCommand(runner.METHODS["lmiRefine"], files, "out", capabilities=capabilities, python="py")
     assert lmi[:4] == ["py", "-m", "TumorPersonalizationLib", "personalize"]
     assert lmi[lmi.index("--method") + 1] == "lmi" and "--refine" in lmi and "--t1" in lmi
-    assert "--wm" not in lmi and "--pet" not in lmi and "--samples" not in lmi
+    # The patient's own tissue maps go to Learn-Morph-Infer too (it simulates in them); PET does not.
+    assert lmi[lmi.index("--wm") + 1] == "wm.nii.gz" and "--pet" not in lmi and "--samples" not in lmi
     tmcmc = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=capabilities, samples=64,
                                 workers=2, marginMm=12.5, randomSeed=3, python="py")
     for flag, value in (("--samples", "64"), ("--workers", "2"), ("--margin-mm", "12.5"), ("--seed", "3"),

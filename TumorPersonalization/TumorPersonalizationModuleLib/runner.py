@@ -44,6 +44,9 @@ class Method:
         Which inputs the CLI takes for this method, among ``--t1 --pet --wm --gm --csf`` (T1Gd and FLAIR always).
     samplesPosterior : bool
         The method writes posterior marginals (``report.json["marginals"]``) and a probabilistic CTV.
+    registersAtlas : bool
+        The method registers the bundled atlas to the T1 itself: tissue maps are optional on any T1 grid (given,
+        Learn-Morph-Infer simulates in them instead of in the atlas).
     """
 
     key: str
@@ -52,12 +55,14 @@ class Method:
     extraFlags: tuple = ()
     inputFlags: tuple = ()
     samplesPosterior: bool = False
+    registersAtlas: bool = False
 
 
 METHODS = {
     m.key: m for m in (
-        Method("lmi", "Learn-Morph-Infer (fast)", "lmi", (), ("--t1",)),
-        Method("lmiRefine", "Learn-Morph-Infer + refinement", "lmi", ("--refine",), ("--t1",)),
+        Method("lmi", "Learn-Morph-Infer (fast)", "lmi", (), ("--t1", "--wm", "--gm", "--csf"), registersAtlas=True),
+        Method("lmiRefine", "Learn-Morph-Infer + refinement", "lmi", ("--refine",), ("--t1", "--wm", "--gm", "--csf"),
+               registersAtlas=True),
         Method("tmcmc", "TMCMC (Bayesian)", "tmcmc", (), ("--pet", "--wm", "--gm", "--csf"), samplesPosterior=True),
     )
 }

@@ -2,7 +2,7 @@
 
 The dataset (:mod:`.dataset`) simulates on the 3 mm network grid, eight times cheaper than the atlas' 1.5 mm grid.
 A patient's masks instead are warped onto the atlas grid and taken from there onto the network grid
-(:func:`.pipeline.lesion_on_network_grid`), and the same parameters grow a slightly different tumor at 1.5 mm: the
+(:func:`.pipeline.lesion_on_grid`), and the same parameters grow a slightly different tumor at 1.5 mm: the
 3 mm grid smears grey-matter sheets thinner than a voxel into white matter, so the tumor diffuses faster there
 (FLAIR volume 7 % larger, median of 200 test cases). Estimators that read the masks' shape see that difference.
 
@@ -60,13 +60,13 @@ def grow_on_atlas(grids: AtlasGrids, parameters: np.ndarray, parallel: bool = Tr
     t1gd, flair : (atlas grid) bool masks at the case's levels
     labels : (network grid) uint8 labels (:func:`.dataset.encode_labels`) of the masks taken onto the network grid
     """
-    from .pipeline import lesion_on_network_grid  # the pipeline's own way onto the network grid
+    from .pipeline import lesion_on_grid  # the pipeline's own way onto the network grid
 
     p = np.asarray(parameters, dtype=np.float64)
     truth = grids.fine.domain.simulate(p[0], p[1], p[2], grids.fine.seed_from(grids.net, p[3:6]), parallel=parallel)
     t1gd, flair = truth >= p[6], truth >= p[7]
     wm = grids.atlas.wm
-    on_net = lesion_on_network_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
+    on_net = lesion_on_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
                                     grids.net.geometry)
     return truth, t1gd, flair, encode_labels(*on_net)
 

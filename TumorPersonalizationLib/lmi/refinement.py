@@ -13,6 +13,7 @@ steps. :func:`refine` searches on the grid of the masks it is given; :func:`refi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,17 +258,25 @@ class FitGrid:
         Of the domain's arrays.
     t1gd, flair : (ni, nj, nk) bool or None
         Observed masks on that grid (None where only the grid is needed, e.g. to carry a seed).
+    point_from_atlas : callable or None
+        For a grid in the patient's space: maps an atlas point (RAS mm, (3,)) to the patient's
+        (``Registration.atlas_point_to_patient``); seeds coming from an atlas grid go through it. None: this grid
+        lies in the atlas' space.
     """
 
     domain: Domain
     geometry: Geometry
     t1gd: np.ndarray
     flair: np.ndarray
+    point_from_atlas: Callable | None = None
 
     def seed_from(self, other: "FitGrid", seed_index) -> np.ndarray:
-        """A continuous index of ``other``'s grid -> this grid's index of the same point, moved into the domain."""
-        return nearest_domain_voxel(self.domain.inside,
-                                    self.geometry.ras_to_index(other.geometry.index_to_ras(seed_index)))
+        """A continuous index of ``other``'s grid (in the atlas' space, or in this grid's own) -> this grid's index
+        of the same point, moved into the domain."""
+        point = other.geometry.index_to_ras(seed_index)
+        if self.point_from_atlas is not None and other.point_from_atlas is None:
+            point = self.point_from_atlas(point)
+        return nearest_domain_voxel(self.domain.inside, self.geometry.ras_to_index(point))
 
 
 def refine_coarse_to_fine(coarse: FitGrid, fine: FitGrid | None, mu1_mm: float, mu2: float, seed_index, *,
@@ -283,7 +292,8 @@ def refine_coarse_to_fine(coarse: FitGrid, fine: FitGrid | None, mu1_mm: float, 
     Parameters
     ----------
     coarse, fine : FitGrid
-        ``fine`` None (or ``fine_evaluations`` 0): the coarse search only.
+        ``fine`` None (or ``fine_evaluations`` 0): the coarse search only. ``fine`` may lie in the patient's space
+        (its ``point_from_atlas`` set: the patient's own tissue); the result's seed is then in the patient's RAS.
     mu1_mm, mu2 : float
         Start (the network's estimate).
     seed_index : sequence of 3 float

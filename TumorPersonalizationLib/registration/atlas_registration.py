@@ -34,7 +34,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..imaging.io import apply_geometry_to_sitk, from_sitk, to_sitk
-from ..imaging.volume import Geometry, Volume
+from ..imaging.volume import LPS_TO_RAS, Geometry, Volume
 from ..stage_timer import StageTimer
 from ..validation import binary
 from . import stages
@@ -194,6 +194,14 @@ class Registration:
         """
         _require_grid(volume.geometry, "the volume passed to to_patient", self.atlas_geometry, "the atlas")
         return _warp(volume, self.patient_geometry, self._patient_to_atlas, interpolation)
+
+    def atlas_point_to_patient(self, ras_mm) -> np.ndarray:
+        """Where a point of the atlas (RAS, mm; e.g. the inferred seed) lies in the patient: (3,) RAS mm."""
+        return _map_point(self._atlas_to_patient, ras_mm, "atlas point")
+
+    def patient_point_to_atlas(self, ras_mm) -> np.ndarray:
+        """Where a point of the patient (RAS, mm) lies in the atlas: (3,) RAS mm."""
+        return _map_point(self._patient_to_atlas, ras_mm, "patient point")
 
 
 def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, skull_stripped: bool | None = None,
@@ -373,6 +381,14 @@ def _dilated_tumor(tumor: Volume, grid: sitk.Image, settings: RegistrationSettin
     mask = sitk.Cast(fraction > 0.05, sitk.sitkUInt8)
     radius = int(np.ceil(settings.tumor_margin_mm / settings.working_spacing_mm))
     return sitk.BinaryDilate(mask, [radius] * 3) if radius > 0 else mask
+
+
+def _map_point(transform: sitk.Transform, ras_mm, name: str) -> np.ndarray:
+    point = np.asarray(ras_mm, dtype=np.float64)
+    if point.shape != (3,) or not np.all(np.isfinite(point)):
+        raise InputError(f"{name}: expected three finite RAS coordinates in mm, got {ras_mm!r}")
+    # LPS_TO_RAS is its own inverse; ITK's transforms work in LPS.
+    return LPS_TO_RAS @ np.asarray(transform.TransformPoint(tuple(LPS_TO_RAS @ point)))
 
 
 def _require_grid(geometry: Geometry, name: str, expected: Geometry, expected_name: str) -> None:

