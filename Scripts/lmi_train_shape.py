@@ -10,6 +10,10 @@ The config's ``shape_regressor.labels`` says which masks the features are read f
 labels of the 3 mm simulations, or ``"atlas"`` (shipped), the same cases regrown on the atlas' 1.5 mm grid as a
 patient's masks arrive (made first by ``Scripts/lmi_grow_atlas.py --data lmi_data``, ~35 min on 2 cores).
 
+With ``shape_regressor.augment`` (``fields``, ``smoothness_mm``, ``amplitude_mm`` = [low, high], ``seed``), a
+copy of every training case warped by a random smooth displacement (:mod:`TumorPersonalizationLib.lmi.label_warp`)
+joins the training set: the misalignment a registration leaves between a patient's lesion and the atlas' tissue.
+
 The shape features of every training and validation case are computed first (one process per core, ~25 ms per
 case) and kept in the dataset folder (``shape_features_{labels}_{split}.npz``), so a second run only trains
 (seconds).
@@ -17,6 +21,7 @@ case) and kept in the dataset folder (``shape_features_{labels}_{split}.npz``), 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -32,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.files import atomic_path  # noqa: E402
-from TumorPersonalizationLib.lmi import atlas_growth, dataset  # noqa: E402
+from TumorPersonalizationLib.lmi import atlas_growth, dataset, label_warp  # noqa: E402
 from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
 from TumorPersonalizationLib.lmi.shape_features import FEATURE_NAMES, shape_features  # noqa: E402
 from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, WEIGHTS_NAME, fit  # noqa: E402
@@ -41,9 +46,16 @@ LOG_NAME = "shape_regressor_log.json"
 LABEL_SOURCES = ("dataset", "atlas")
 
 
+@functools.lru_cache(maxsize=1)
+def _bank(shape: tuple, count: int, smoothness_mm: float, spacing_mm: float, seed: int) -> np.ndarray:
+    """One bank of displacement fields per worker process."""
+    return label_warp.displacement_bank(shape, count, smoothness_mm, spacing_mm, seed)
+
+
 def _features_of_shard(path: Path, split: str, index: int, source: str, tissue: np.ndarray,
-                       spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(cases, F) shape features and (cases, 2) mu1, mu2 of one shard (``index``: its number in the split)."""
+                       spacing_mm: float, augment: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cases, F) shape features and (cases, 2) mu1, mu2 of one shard (``index``: its number in the split); with
+    ``augment`` (the config's ``shape_regressor.augment``), of its cases randomly warped (:mod:`label_warp`)."""
     try:
         with np.load(path) as shard:
             labels, mu = shard["labels"], shard["targets"][:, :2].astype(np.float64)
@@ -51,6 +63,12 @@ def _features_of_shard(path: Path, split: str, index: int, source: str, tissue: 
         raise InputError(f"dataset shard {path}: cannot read it ({error})") from error
     if source == "atlas":
         labels = atlas_growth.load_labels(path.parent, split, index, len(labels))
+    if augment is not None:
+        bank = _bank(labels.shape[1:], int(augment["fields"]), float(augment["smoothness_mm"]), spacing_mm,
+                     int(augment["seed"]))
+        rng = np.random.default_rng([int(augment["seed"]), index])
+        labels = np.stack([label_warp.warp_randomly(case, bank, tuple(augment["amplitude_mm"]), rng)
+                           for case in labels])
     # A T1Gd lesion of a few 1.5 mm voxels can vanish on the 3 mm grid (the pipeline refuses such a patient):
     # such a case has no shape to learn from; its row stays NaN and is left out of training.
     has_core = (labels == 2).reshape(len(labels), -1).any(axis=1)
@@ -60,14 +78,16 @@ def _features_of_shard(path: Path, split: str, index: int, source: str, tissue: 
 
 
 def split_features(data_dir: Path, split: str, source: str, limit: int, shard_size: int, tissue: np.ndarray,
-                   spacing_mm: float, workers: int) -> tuple[np.ndarray, np.ndarray]:
+                   spacing_mm: float, workers: int, augment: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(limit, F) features and (limit, 2) mu of the split's first ``limit`` cases, from the labels ``source``
-    (:data:`LABEL_SOURCES`); cached in ``data_dir``."""
-    cache = data_dir / f"shape_features_{source}_{split}.npz"
+    (:data:`LABEL_SOURCES`), randomly warped with ``augment``; cached in ``data_dir`` (a warped cache remembers
+    its settings)."""
+    settings = json.dumps(augment, sort_keys=True) if augment is not None else ""
+    cache = data_dir / f"shape_features_{source}_{split}{'_warped' if augment is not None else ''}.npz"
     if cache.exists():
         with np.load(cache) as saved:
             if (tuple(saved["names"]) == FEATURE_NAMES and "mu" in saved.files
-                    and len(saved["features"]) >= limit):
+                    and len(saved["features"]) >= limit and str(saved.get("augment", "")) == settings):
                 return saved["features"][:limit], saved["mu"][:limit]
     paths = dataset.shard_paths(data_dir, split)
     paths = paths[:-(-limit // shard_size)]
@@ -76,7 +96,7 @@ def split_features(data_dir: Path, split: str, source: str, limit: int, shard_si
     with ProcessPoolExecutor(workers) as pool:
         n = len(paths)
         parts = list(tqdm(pool.map(_features_of_shard, paths, [split] * n, range(n), [source] * n, [tissue] * n,
-                                   [spacing_mm] * n),
+                                   [spacing_mm] * n, [augment] * n),
                           total=len(paths), desc=f"shape features ({split})", unit="shard", file=sys.stderr))
     features = np.concatenate([part[0] for part in parts])
     mu = np.concatenate([part[1] for part in parts])
@@ -84,7 +104,8 @@ def split_features(data_dir: Path, split: str, source: str, limit: int, shard_si
         raise InputError(f"{data_dir} holds {len(mu)} {split} cases, the config asks for {limit}: make the "
                          "missing shards with Scripts/lmi_make_dataset.py")
     with atomic_path(cache, ".npz") as tmp:
-        np.savez(tmp, features=features[:limit], mu=mu[:limit], names=np.array(FEATURE_NAMES))
+        np.savez(tmp, features=features[:limit], mu=mu[:limit], names=np.array(FEATURE_NAMES),
+                 augment=np.array(settings))
     return features[:limit], mu[:limit]
 
 
@@ -110,6 +131,13 @@ def main(argv=None) -> int:
         features[split], mu[split] = split_features(args.data, split, source, wanted,
                                                     int(config["dataset"]["shard_size"]), tissue, spacing,
                                                     args.workers)
+    augment = settings.get("augment")
+    if augment is not None:  # warped copies of the training cases join the clean ones
+        wanted = int(config["dataset"]["cases"]["train"])
+        warped, warped_mu = split_features(args.data, "train", source, wanted, int(config["dataset"]["shard_size"]),
+                                           tissue, spacing, args.workers, augment)
+        features["train"] = np.concatenate([features["train"], warped])
+        mu["train"] = np.concatenate([mu["train"], warped_mu])
     dropped = {}
     for split in features:
         keep = np.all(np.isfinite(features[split]), axis=1)
@@ -117,7 +145,7 @@ def main(argv=None) -> int:
         features[split], mu[split] = features[split][keep], mu[split][keep]
     features_s = time.perf_counter() - start
     model, summary = fit(settings, features["train"], mu["train"], features["val"], mu["val"])
-    summary.update(labels=source, cases_without_t1gd_on_the_network_grid=dropped)
+    summary.update(labels=source, augment=augment, cases_without_t1gd_on_the_network_grid=dropped)
     summary.update(features_seconds=round(features_s, 1),
                    training_seconds=round(time.perf_counter() - start - features_s, 1))
     import torch

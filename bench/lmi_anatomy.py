@@ -19,7 +19,10 @@ warped back to SRI24 and compared with the truth there (MAE in SRI24's WM / GM /
 - ``true mu, network seed``: the true mu1, mu2 with the network's seed;
 - ``truth mapped``: the true mu1, mu2 and seed simulated in the atlas: what the anatomy and the registration alone
   cost, the floor of any estimate made in the atlas;
-- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressor's estimate.
+- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressor's estimate;
+- ``..., in SRI24's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
+  it is given the patient's maps (``--wm/--gm``): the seed is carried there through the registration, and the
+  refinement's fine stage runs there.
 
 Parameter errors are measured in the atlas: mu relative to the true mu, the seed against the true seed mapped back.
 
@@ -56,7 +59,8 @@ from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_geometry, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import (default_shape_weights, default_weights,  # noqa: E402
-                                                  lesion_on_grid, load_shape_model, predict_labels, shape_mu)
+                                                  lesion_on_grid, load_shape_model, patient_fit_grid,
+                                                  predict_labels, shape_mu)
 from TumorPersonalizationLib.lmi.refinement import (FitGrid, nearest_domain_voxel,  # noqa: E402
                                                     refine_coarse_to_fine)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
@@ -64,7 +68,9 @@ from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E40
 from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
 
 PATIENT_SPACING_MM = 1.5
-ESTIMATES = ("network", "shape regressor", "true mu, network seed", "truth mapped", "refined")
+ESTIMATES = ("network", "shape regressor", "true mu, network seed", "truth mapped", "refined",
+             "network, in SRI24's tissue", "shape regressor, in SRI24's tissue", "refined in SRI24's tissue")
+IN_PATIENT = " in SRI24's tissue"
 PARAMETER_KEYS = ("mu1 relative error", "mu2 relative error", "seed error mm")
 
 
@@ -117,13 +123,19 @@ class AnatomyCases:
         seed_atlas = self.registration.patient_point_to_atlas(g.index_to_ras(seed_index))
         return truth, truth >= uc_t1gd, truth >= uc_flair, seed_atlas
 
-    def _in_patient(self, mu1, mu2, seed_ras_atlas, truth) -> list:
-        """Simulate in the atlas, warp back, score against the truth: SCORE_KEYS values."""
+    def _in_patient(self, mu1, mu2, seed_ras_atlas, truth, patient_grid: FitGrid | None) -> list:
+        """Simulate in the atlas and warp back, or (``patient_grid`` given) in SRI24's own tissue as the pipeline
+        does with the patient's maps; score against the truth: SCORE_KEYS values."""
         s = self._load()
-        fine = s["fine"]
-        seed = nearest_domain_voxel(fine.domain.inside, fine.geometry.ras_to_index(seed_ras_atlas))
-        density = simulate_time_independent(fine.domain, mu1, mu2, seed, parallel=self.parallel)
-        back = self.registration.to_patient(s["atlas"].wm.like(density), "linear").array
+        if patient_grid is None:
+            fine = s["fine"]
+            seed = nearest_domain_voxel(fine.domain.inside, fine.geometry.ras_to_index(seed_ras_atlas))
+            density = simulate_time_independent(fine.domain, mu1, mu2, seed, parallel=self.parallel)
+            back = self.registration.to_patient(s["atlas"].wm.like(density), "linear").array
+        else:
+            seed = patient_grid.seed_from(s["fine"], s["fine"].geometry.ras_to_index(seed_ras_atlas))
+            density = simulate_time_independent(patient_grid.domain, mu1, mu2, seed, parallel=self.parallel)
+            back = resample(Volume(density, patient_grid.geometry), self.patient.wm.geometry, "linear").array
         scores = score(np.clip(back, 0.0, 1.0), truth, self.patient)
         return [scores[key] for key in SCORE_KEYS]
 
@@ -155,20 +167,29 @@ class AnatomyCases:
             true_mu = self.targets[i][:2]
             candidates = {"network": (network_mu, seed_ras), "shape regressor": (shape_mu_, seed_ras),
                           "true mu, network seed": (true_mu, seed_ras), "truth mapped": (true_mu, seed_true)}
+            candidates["network," + IN_PATIENT] = candidates["network"]
+            candidates["shape regressor," + IN_PATIENT] = candidates["shape regressor"]
+            patient_grid = patient_fit_grid(self.patient, like(t1gd.astype(np.uint8)), like(flair.astype(np.uint8)),
+                                            self.registration)
+            coarse = FitGrid(net.domain, net.geometry, t1gd_net, flair_net)
             if i < self.refine_cases:
-                r = refine_coarse_to_fine(
-                    FitGrid(net.domain, net.geometry, t1gd_net, flair_net),
-                    FitGrid(fine.domain, fine.geometry, t1gd_atlas.array > 0,
-                            (flair_atlas.array > 0) | (t1gd_atlas.array > 0)),
-                    shape_mu_[0], shape_mu_[1], seed_net, mu_bounds=mu_bounds(self.config), parallel=self.parallel)
-                candidates["refined"] = (np.array([r["mu1"], r["mu2"]]), np.asarray(r["seed_ras_mm"]))
+                fine_grids = {"refined": FitGrid(fine.domain, fine.geometry, t1gd_atlas.array > 0,
+                                                 (flair_atlas.array > 0) | (t1gd_atlas.array > 0)),
+                              "refined" + IN_PATIENT: patient_grid}
+                for name, fine_grid in fine_grids.items():
+                    r = refine_coarse_to_fine(coarse, fine_grid, shape_mu_[0], shape_mu_[1], seed_net,
+                                              mu_bounds=mu_bounds(self.config), parallel=self.parallel)
+                    seed = np.asarray(r["seed_ras_mm"])
+                    if fine_grid is patient_grid:  # the refined seed lies in SRI24's space
+                        seed = self.registration.patient_point_to_atlas(seed)
+                    candidates[name] = (np.array([r["mu1"], r["mu2"]]), seed)
             row = [1.0]
             for name in ESTIMATES:
                 if name not in candidates:
                     row += [np.nan] * width
                     continue
                 mu, seed = candidates[name]
-                row += self._in_patient(mu[0], mu[1], seed, truth)
+                row += self._in_patient(mu[0], mu[1], seed, truth, patient_grid if IN_PATIENT in name else None)
                 row += parameter_errors(mu, true_mu, seed, seed_true).tolist()
             rows.append(row + [flair_ml])
         return np.array(rows, dtype=np.float64)

@@ -73,3 +73,41 @@ def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pip
     assert load_labels(tmp_path, "train", 0, 1).shape == (1, *labels.shape)
     with pytest.raises(InputError, match="1 cases, the shard holds 2"):
         load_labels(tmp_path, "train", 0, 2)
+
+
+def test_random_warps_have_the_asked_amplitude_and_keep_labels_and_their_volume():
+    from TumorPersonalizationLib.lmi.label_warp import displacement_bank, random_displacement, warp_labels, \
+        warp_randomly
+
+    rng = np.random.default_rng(0)
+    field = random_displacement((40, 40, 40), 2.0, 9.0, 3.0, rng)
+    assert field.shape == (3, 40, 40, 40)
+    assert np.allclose(field.std(axis=(1, 2, 3)) * 3.0, 2.0, rtol=1e-4)  # RMS per component, in mm
+    # Smooth: neighbouring voxels move alike. Noise smoothed by a Gaussian of s = 3 voxels changes between
+    # neighbours by about 1 / (s sqrt 2) = 0.24 of its size (white noise: by ~1.1 of it).
+    assert np.abs(np.diff(field, axis=1)).mean() < 0.35 * np.abs(field).mean()
+    labels = _balls(6, 10)
+    assert np.array_equal(warp_labels(labels, np.zeros_like(field)), labels)  # no displacement: no change
+    # A uniform shift by 2 voxels moves the ball by 2 voxels (pull: out[x] = in[x + d]).
+    shift = np.zeros_like(field)
+    shift[0] = 2.0
+    assert np.array_equal(warp_labels(labels, shift)[:-2], labels[2:])
+    warped = warp_labels(labels, field)
+    assert set(np.unique(warped)) == {0, 1, 2} and warped.dtype == labels.dtype
+    # out[x] = in[x + d(x)]: each region moves by at most the largest displacement (rounded) and no further.
+    from scipy import ndimage
+
+    reach = int(np.ceil(np.linalg.norm(field, axis=0).max())) + 1
+    for value in (1, 2):
+        region = labels >= value
+        assert not np.any((warped >= value) & ~ndimage.binary_dilation(region, iterations=reach))
+        assert np.all((warped >= value)[ndimage.binary_erosion(region, iterations=reach)])
+    assert not np.array_equal(warped, labels)
+    bank = displacement_bank((40, 40, 40), 2, 9.0, 3.0, seed=1)
+    assert np.array_equal(bank, displacement_bank((40, 40, 40), 2, 9.0, 3.0, seed=1))  # deterministic
+    still = warp_randomly(labels, bank, (0.0, 0.0), np.random.default_rng(0))
+    assert np.array_equal(still, labels)
+    with pytest.raises(InputError, match="amplitude"):
+        random_displacement((4, 4, 4), -1.0, 9.0, 3.0, rng)
+    with pytest.raises(InputError, match="does not fit"):
+        warp_labels(labels, field[:, :10])
