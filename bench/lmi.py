@@ -202,6 +202,12 @@ def _run_chunks(cases: AtlasCases, method: str, workers: int, n: int, what: str,
     return np.concatenate(out)
 
 
+def grow_test_labels(data_dir, config: dict, n: int, workers: int) -> np.ndarray:
+    """(n, 64, 64, 64) uint8 labels of the first ``n`` test cases, grown at 1.5 mm and taken onto the network grid
+    as a patient's masks arrive (:meth:`AtlasCases.observe`), on ``workers`` processes."""
+    return _run_chunks(AtlasCases(data_dir, config, n, workers == 1), "observe", workers, n, "grown at 1.5 mm")
+
+
 def _mean_scores(table: np.ndarray, columns: list, prefix: str) -> dict:
     keep = ~np.isnan(table[:, columns.index(f"{prefix}{SCORE_KEYS[0]}")])
     return {key: float(table[keep, columns.index(f"{prefix}{key}")].mean()) for key in SCORE_KEYS}
@@ -213,7 +219,7 @@ def test_set(args, model, config) -> dict:
     n = len(data["targets"])
     tissue = network_tissue(config)
     parallel = args.workers == 1
-    labels = _run_chunks(AtlasCases(args.data, config, n, parallel), "observe", args.workers, n, "grown at 1.5 mm")
+    labels = grow_test_labels(args.data, config, n, args.workers)
     start = time.perf_counter()
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     predicted = predict_labels(model, config, labels, wm_gm)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from lmi import AtlasCases, _run_chunks, parameter_errors  # noqa: E402 (bench/lmi.py)
+from lmi import grow_test_labels, parameter_errors  # noqa: E402 (bench/lmi.py)
 
 from TumorPersonalizationLib.lmi import dataset, label_warp  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa: E402
@@ -55,8 +55,7 @@ def main(argv=None) -> int:
     shape_model = load_shape_model(args.shape_weights, config)
     data = dataset.load_split(args.data, "test", limit=args.cases)
     n = len(data["targets"])
-    labels = _run_chunks(AtlasCases(args.data, config, n, args.workers == 1), "observe", args.workers, n,
-                         "grown at 1.5 mm")
+    labels = grow_test_labels(args.data, config, n, args.workers)
     tissue = network_tissue(config)
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     spacing_mm = float(config["grid"]["spacing_mm"])
