@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     if baseline is not None:
         print(f"Paired Dice differences, this run minus {args.baseline.name} (mean +- standard error):")
         for name, values in paired_differences(table, columns, baseline).items():
-            text = "  ".join(f"{key} {m:+.3f} +- {se:.3f}" for key, (m, se) in values.items() if key != "cases")
+            text = "  ".join(f"{key} {values[key][0]:+.3f} +- {values[key][1]:.3f}" for key in values if key != "cases")
             print(f"  {name:34s} ({values['cases']} cases): {text}")
     if args.json:
         results["cases"] = {"columns": columns, "rows": [[None if np.isnan(v) else float(v) for v in row]
