@@ -239,9 +239,9 @@ def summarise(table: np.ndarray, columns: list) -> dict:
 
 
 def paired_differences(table: np.ndarray, columns: list, baseline: dict) -> dict:
-    """Mean and standard error of (this run - baseline) per estimate and Dice level, over the accepted cases that
-    both runs scored; ``baseline`` is an earlier run's ``--json``."""
-    other = np.array([[np.nan if v is None else v for v in row] for row in baseline["cases"]["rows"]], dtype=float)
+    """Per estimate: the number of cases and, per Dice level, the mean and standard error of (this run - baseline)
+    over the accepted cases that both runs scored; ``baseline`` is an earlier run's ``--json``."""
+    other = np.array(baseline["cases"]["rows"], dtype=float)  # the file's nulls become NaN
     n = min(len(table), len(other))
     this, other = table[:n], other[:n]
     out = {}
@@ -254,8 +254,8 @@ def paired_differences(table: np.ndarray, columns: list, baseline: dict) -> dict
             if both.sum() < 2:
                 continue
             d = this[both, j] - other[both, j]
-            out.setdefault(name, {"cases": int(both.sum())})[key] = (float(d.mean()),
-                                                                       float(d.std(ddof=1) / np.sqrt(len(d))))
+            entry = out.setdefault(name, {"cases": int(both.sum()), "dice": {}})
+            entry["dice"][key] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))))
     return out
 
 
@@ -304,7 +304,7 @@ def main(argv=None) -> int:
     if baseline is not None:
         print(f"Paired Dice differences, this run minus {args.baseline.name} (mean +- standard error):")
         for name, values in paired_differences(table, columns, baseline).items():
-            text = "  ".join(f"{key} {values[key][0]:+.3f} +- {values[key][1]:.3f}" for key in values if key != "cases")
+            text = "  ".join(f"{key} {mean:+.3f} +- {se:.3f}" for key, (mean, se) in values["dice"].items())
             print(f"  {name:34s} ({values['cases']} cases): {text}")
     if args.json:
         results["cases"] = {"columns": columns, "rows": [[None if np.isnan(v) else float(v) for v in row]
