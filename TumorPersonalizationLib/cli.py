@@ -280,9 +280,10 @@ def _add_personalize(sub) -> None:
     lmi.add_argument("--skull-stripped", choices=["auto", "yes", "no"], default="auto",
                      help="is --t1 skull-stripped? (auto: decided from the image's foreground volume)")
     lmi.add_argument("--weights", type=Path, help="trained network (default Resources/LMI/inverse_net.pt)")
-    lmi.add_argument("--mu-from", choices=["shape", "network"], default="shape",
-                     help="take mu1, mu2 from the shape regressor (default, more accurate) or the inverse network; "
-                          "the seed always comes from the network")
+    lmi.add_argument("--mu-from", choices=["auto", "shape", "network"], default="auto",
+                     help="take mu1, mu2 from the shape regressor or the inverse network (auto, the default: the "
+                          "network's with --wm/--gm and no --refine, where they fit better; the shape regressor's "
+                          "otherwise); the seed always comes from the network")
     lmi.add_argument("--shape-weights", type=Path,
                      help="trained shape regressor (default Resources/LMI/shape_regressor.pt)")
     _add_tissue_options(p)
@@ -334,8 +335,8 @@ def _run_personalize_lmi(args) -> int:
     if args.refine_fine_evaluations != 0 and args.refine_fine_evaluations < 6:  # 6: the start and its simplex
         raise InputError("--refine-fine-evaluations must be 0 (skip) or at least 6, "
                          f"got {args.refine_fine_evaluations}")
-    if args.shape_weights is not None and args.mu_from != "shape":
-        raise InputError("--shape-weights is only read with --mu-from shape")
+    if args.shape_weights is not None and args.mu_from == "network":
+        raise InputError("--shape-weights is not read with --mu-from network")
     _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES],
                                [args.t1, args.t1gd, args.flair, args.wm, args.gm, args.csf])
     t1 = read_volume(args.t1, "--t1")

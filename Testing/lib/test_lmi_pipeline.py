@@ -9,6 +9,7 @@ from TumorPersonalizationLib.cli import main
 from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
 from TumorPersonalizationLib.lmi.config import load_config, network_domain
 from TumorPersonalizationLib.lmi.parameters import from_time_independent
+from TumorPersonalizationLib.lmi.pipeline import choose_mu_source
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.lmi.refinement import mask_fit, nearest_inside, refine
 from TumorPersonalizationLib.metrics import dice_at_levels
@@ -93,6 +94,7 @@ def test_patient_tissue_maps_are_simulated_in_and_the_seed_carried_there(tmp_pat
     assert report["simulated_in"].startswith("the patient's tissue maps")
     assert report["fit"]["grid"] == "patient" and "warp_to_patient" not in report["timings_s"]
     assert report["refinement"]["grid"] == "fine"
+    assert report["network_estimate"]["mu_from"] == "shape regressor"  # "auto" with a refinement
     # The seed was refined in the patient's space: the report's patient seed is the refined one.
     assert np.allclose(report["seed_in_patient_ras_mm"], report["refinement"]["seed_ras_mm"], atol=0.01)
     assert np.linalg.norm(np.subtract(report["seed_in_patient_ras_mm"], p["seed_ras_mm"])) < 8.0
@@ -105,6 +107,16 @@ def test_patient_tissue_maps_are_simulated_in_and_the_seed_carried_there(tmp_pat
 
     near_domain = ndimage.binary_dilation(p["inside"])
     assert density.array[~near_domain].max() < 0.05
+
+
+def test_auto_takes_the_networks_mu_only_for_an_unrefined_simulation_in_the_patients_tissue():
+    assert choose_mu_source("auto", patient_tissue_given=True, refine_fit=False) == "network"
+    assert choose_mu_source("auto", patient_tissue_given=True, refine_fit=True) == "shape"
+    assert choose_mu_source("auto", patient_tissue_given=False, refine_fit=False) == "shape"
+    assert choose_mu_source("shape", patient_tissue_given=True, refine_fit=False) == "shape"
+    assert choose_mu_source("network", patient_tissue_given=False, refine_fit=True) == "network"
+    with pytest.raises(InputError, match="mu_from must be 'auto' or one of"):
+        choose_mu_source("volumes", patient_tissue_given=False, refine_fit=False)
 
 
 def test_patient_tissue_maps_must_share_the_t1_grid(tmp_path, atlas_anatomy_patient, patient, capsys):
@@ -262,7 +274,7 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     assert code == 2 and "shape regressor weights" in err and "not found" in err, err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--mu-from", "network", "--shape-weights",
                                                              patient["t1"]], capsys)
-    assert code == 2 and "--shape-weights is only read with --mu-from shape" in err, err
+    assert code == 2 and "--shape-weights is not read with --mu-from network" in err, err
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))
 
 
