@@ -63,6 +63,8 @@ def choose_mu_source(mu_from: str, patient_tissue_given: bool, refine_fit: bool)
     if mu_from not in MU_SOURCES:
         raise InputError(f"mu_from must be 'auto' or one of {MU_SOURCES}, got {mu_from!r}")
     return mu_from
+
+
 PATIENT_FIT_SPACING_MM = 1.5
 """Grid of the patient's own tissue maps for the fine refinement and the final simulation (the atlas' resolution:
 the same cost per simulation as in the atlas)."""
