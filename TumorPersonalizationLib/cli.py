@@ -283,9 +283,14 @@ def _add_personalize(sub) -> None:
     lmi.add_argument("--mu-from", choices=["auto", "shape", "network"], default="auto",
                      help="take mu1, mu2 from the shape regressor or the inverse network (auto, the default: the "
                           "network's with --wm/--gm and no --refine, where they fit better; the shape regressor's "
-                          "otherwise); the seed always comes from the network")
+                          "otherwise)")
     lmi.add_argument("--shape-weights", type=Path,
                      help="trained shape regressor (default Resources/LMI/shape_regressor.pt)")
+    lmi.add_argument("--seed-from", choices=["shape", "network"], default="shape",
+                     help="take the seed from the seed regressor (default; ~2 mm off on the test set) or the "
+                          "inverse network (~3.6 mm)")
+    lmi.add_argument("--seed-weights", type=Path,
+                     help="trained seed regressor (default Resources/LMI/seed_regressor.pt)")
     _add_tissue_options(p)
     p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
     p.add_argument("--samples", type=int, default=2048, help="TMCMC samples per stage (default 2048)")
@@ -311,7 +316,7 @@ FAST_SAMPLES = 320
 # Options that only one method reads: given with the other method, they are refused rather than ignored.
 _TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet")
 _LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "skull_stripped", "weights",
-             "mu_from", "shape_weights")
+             "mu_from", "shape_weights", "seed_from", "seed_weights")
 
 
 def _refuse_options_of_other_method(args) -> None:
@@ -337,6 +342,8 @@ def _run_personalize_lmi(args) -> int:
                          f"got {args.refine_fine_evaluations}")
     if args.shape_weights is not None and args.mu_from == "network":
         raise InputError("--shape-weights is not read with --mu-from network")
+    if args.seed_weights is not None and args.seed_from == "network":
+        raise InputError("--seed-weights is not read with --seed-from network")
     _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES],
                                [args.t1, args.t1gd, args.flair, args.wm, args.gm, args.csf])
     t1 = read_volume(args.t1, "--t1")
@@ -353,7 +360,8 @@ def _run_personalize_lmi(args) -> int:
             refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
             refine_fine_evaluations=args.refine_fine_evaluations,
             skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
-            mu_from=args.mu_from, shape_weights=args.shape_weights, patient_tissue=patient_tissue, progress=bar)
+            mu_from=args.mu_from, shape_weights=args.shape_weights, seed_from=args.seed_from,
+            seed_weights=args.seed_weights, patient_tissue=patient_tissue, progress=bar)
     finally:
         bar.close()
     report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)

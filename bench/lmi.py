@@ -17,9 +17,10 @@ Usage::
 
     python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--workers 2] [--ablation-cases 100]
                         [--refine-evaluations 300] [--refine-fine-evaluations 60] [--mu-from shape|network]
-                        [--skip-e2e] [--json out.json]
+                        [--seed-from shape|network] [--skip-e2e] [--json out.json]
 
-``--mu-from network`` scores the inverse network's own mu1, mu2 (the estimate before the shape regressor).
+``--mu-from network`` scores the inverse network's own mu1, mu2 (the estimate before the shape regressor),
+``--seed-from network`` its own seed (before the seed regressor).
 """
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (MU_SOURCES, default_shape_weights, default_weights,  # noqa: E402
-                                                  load_shape_model, personalize_lmi, predict_labels, shape_mu)
+from TumorPersonalizationLib.lmi.pipeline import (MU_SOURCES, SEED_SOURCES, default_seed_weights,  # noqa: E402
+                                                  default_shape_weights, default_weights, load_seed_model,
+                                                  load_shape_model, personalize_lmi, predict_labels, shape_mu,
+                                                  shape_seed)
 from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid,  # noqa: E402
                                                     nearest_domain_voxel, refine_coarse_to_fine)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
@@ -224,25 +227,31 @@ def test_set(args, model, config) -> dict:
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     predicted = predict_labels(model, config, labels, wm_gm)
     network_s = (time.perf_counter() - start) / n
-    network_mu = predicted[:, :2].copy()
+    network_mu, network_seed = predicted[:, :2].copy(), predicted[:, 2:5].copy()
     if args.mu_from == "shape":
         start = time.perf_counter()
         predicted[:, :2] = shape_mu(load_shape_model(args.shape_weights, config), config, labels, wm_gm)
         print(f"shape regressor {1000 * (time.perf_counter() - start) / n:.1f} ms/case (features included)")
+    if args.seed_from == "shape":
+        start = time.perf_counter()
+        predicted[:, 2:5] = shape_seed(load_seed_model(args.seed_weights, config), config, labels, wm_gm)
+        print(f"seed regressor {1000 * (time.perf_counter() - start) / n:.1f} ms/case (features included)")
     predicted[:, :2] = np.clip(predicted[:, :2], *np.transpose(mu_bounds(config)))  # as the pipeline does
     geometry = tissue.wm.geometry
     errors = parameter_errors(predicted[:, :2], data["targets"][:, :2], geometry.index_to_ras(predicted[:, 2:5]),
                               geometry.index_to_ras(data["targets"][:, 2:5]))
     rel, seed_mm = errors[:, :2], errors[:, 2]
-    print(f"{n} test cases; network {1000 * network_s:.1f} ms/case; mu1, mu2 from the {args.mu_from}: median "
+    print(f"{n} test cases; network {1000 * network_s:.1f} ms/case; mu1, mu2 from the {args.mu_from}, the seed "
+          f"from the {args.seed_from}: median "
           f"relative error mu1 {np.median(rel[:, 0]):.3f}, mu2 {np.median(rel[:, 1]):.3f}; seed error median "
           f"{np.median(seed_mm):.1f} mm, mean {seed_mm.mean():.1f} mm", flush=True)
-    if args.mu_from == "shape":
-        network_rel = parameter_errors(np.clip(network_mu, *np.transpose(mu_bounds(config))), data["targets"][:, :2],
-                                       geometry.index_to_ras(predicted[:, 2:5]),
-                                       geometry.index_to_ras(data["targets"][:, 2:5]))[:, :2]
-        print(f"  (the inverse network's own mu: median relative error mu1 {np.median(network_rel[:, 0]):.3f}, "
-              f"mu2 {np.median(network_rel[:, 1]):.3f})")
+    if "shape" in (args.mu_from, args.seed_from):
+        network_errors = parameter_errors(np.clip(network_mu, *np.transpose(mu_bounds(config))),
+                                          data["targets"][:, :2], geometry.index_to_ras(network_seed),
+                                          geometry.index_to_ras(data["targets"][:, 2:5]))
+        print(f"  (the inverse network's own estimate: median relative error mu1 "
+              f"{np.median(network_errors[:, 0]):.3f}, mu2 {np.median(network_errors[:, 1]):.3f}; seed error "
+              f"median {np.median(network_errors[:, 2]):.1f} mm, mean {network_errors[:, 2].mean():.1f} mm)")
     k = min(args.refine_cases, n)
     cases = AtlasCases(args.data, config, n, parallel, predicted, k, args.refine_evaluations,
                        args.refine_fine_evaluations, min(args.ablation_cases, n))
@@ -265,7 +274,8 @@ def test_set(args, model, config) -> dict:
         ablation.update({name: _mean_scores(table[:m], columns, f"{name}: ") for name in ABLATIONS})
         print_table(f"Ablation, first {m} test cases: true values swapped in", ablation)
         results["ablation"] = ablation
-    results["parameters"] = {"mu_from": args.mu_from, "mu1_median_relative_error": float(np.median(rel[:, 0])),
+    results["parameters"] = {"mu_from": args.mu_from, "seed_from": args.seed_from,
+                             "mu1_median_relative_error": float(np.median(rel[:, 0])),
                              "mu2_median_relative_error": float(np.median(rel[:, 1])),
                              "seed_error_mm_median": float(np.median(seed_mm)),
                              "seed_error_mm_mean": float(seed_mm.mean())}
@@ -329,14 +339,15 @@ def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: 
 
 
 def end_to_end(refine_fit: bool, evaluations: int = DEFAULT_EVALUATIONS,
-               fine_evaluations: int = FINE_EVALUATIONS, mu_from: str = "shape") -> dict:
+               fine_evaluations: int = FINE_EVALUATIONS, mu_from: str = "shape", seed_from: str = "shape") -> dict:
     folder = ROOT / "Resources" / "ExamplePatient"
     t1 = read_volume(folder / "t1.nii.gz")
     t1gd, flair = read_volume(folder / "t1gd.nii.gz"), read_volume(folder / "flair.nii.gz")
     truth = read_volume(folder / "density_truth.nii.gz")
     start = time.perf_counter()
     result, _, _ = personalize_lmi(t1, t1gd, flair, refine_fit=refine_fit, refine_evaluations=evaluations,
-                                   refine_fine_evaluations=fine_evaluations, mu_from=mu_from)
+                                   refine_fine_evaluations=fine_evaluations, mu_from=mu_from,
+                                   seed_from=seed_from)
     total = time.perf_counter() - start
     truth_density = truth.array.astype(np.float32) / 255.0
     dice = dice_at_levels(result.density, Volume(truth_density, truth.geometry), LEVELS)
@@ -372,6 +383,9 @@ def main(argv=None) -> int:
     parser.add_argument("--mu-from", choices=MU_SOURCES, default="shape",
                         help="mu1, mu2 from the shape regressor (the pipeline's default) or the inverse network")
     parser.add_argument("--shape-weights", type=Path, default=default_shape_weights())
+    parser.add_argument("--seed-from", choices=SEED_SOURCES, default="shape",
+                        help="the seed from the seed regressor (the pipeline's default) or the inverse network")
+    parser.add_argument("--seed-weights", type=Path, default=default_seed_weights())
     parser.add_argument("--cases", type=int, default=600)
     parser.add_argument("--refine-cases", type=int, default=40)
     parser.add_argument("--refine-evaluations", type=int, default=DEFAULT_EVALUATIONS,
@@ -389,9 +403,9 @@ def main(argv=None) -> int:
     if not args.skip_test_set:
         results["test_set"] = test_set(args, model, config)
     if not args.skip_e2e:
-        results["end_to_end"] = [end_to_end(False, mu_from=args.mu_from),
+        results["end_to_end"] = [end_to_end(False, mu_from=args.mu_from, seed_from=args.seed_from),
                                  end_to_end(True, args.refine_evaluations, args.refine_fine_evaluations,
-                                            args.mu_from)]
+                                            args.mu_from, args.seed_from)]
     if args.json:
         args.json.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
     return 0

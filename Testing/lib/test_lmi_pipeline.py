@@ -49,6 +49,7 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     assert set(report["timings_s"]) == {"registration", "warp_to_atlas", "network", "simulation", "warp_to_patient"}
     assert report["parameters"]["mu1"]["value"] > 0 and report["registration"]["skull_stripped"]
     assert report["network_estimate"]["mu_from"] == "shape regressor"
+    assert report["network_estimate"]["seed_from"] == "seed regressor"
     # The seed, inferred in the atlas, mapped back to the patient: near where the tumor was grown from.
     true_seed = json.loads((resources_dir() / "ExamplePatient" / "truth.json").read_text())["seed_ras_mm"]
     assert np.linalg.norm(np.subtract(report["seed_in_patient_ras_mm"], true_seed)) < 10.0
@@ -275,20 +276,26 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--mu-from", "network", "--shape-weights",
                                                              patient["t1"]], capsys)
     assert code == 2 and "--shape-weights is not read with --mu-from network" in err, err
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--seed-weights", patient["t1"]], capsys)
+    assert code == 2 and "seed regressor weights" in err and "cannot read them" in err, err
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--seed-from", "network", "--seed-weights",
+                                                             patient["t1"]], capsys)
+    assert code == 2 and "--seed-weights is not read with --seed-from network" in err, err
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))
 
 
-def test_shipped_estimators_recover_a_simulated_lesion_and_share_the_seed():
-    """A lesion simulated with known mu1, mu2 and seed on the network grid: the shipped shape regressor's mu are
-    close to the truth, and it changes only mu, not the network's seed."""
+def test_shipped_estimators_recover_a_simulated_lesion_and_each_replaces_only_its_own_part():
+    """A lesion simulated with known mu1, mu2 and seed on the network grid: the shipped shape regressor's mu and
+    seed regressor's seed are close to the truth, and each changes only its own part of the network's estimate."""
     from TumorPersonalizationLib.lmi.config import network_tissue
     from TumorPersonalizationLib.lmi.dataset import encode_labels
-    from TumorPersonalizationLib.lmi.pipeline import (default_shape_weights, default_weights, load_shape_model,
-                                                      predict_labels)
+    from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights, default_weights,
+                                                      load_seed_model, load_shape_model, predict_labels)
     from TumorPersonalizationLib.lmi.training import load_network
 
     model, config = load_network(default_weights())
     shape_model = load_shape_model(default_shape_weights(), config)
+    seed_model = load_seed_model(default_seed_weights(), config)
     domain = network_domain(config)
     tissue = network_tissue(config)
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
@@ -300,6 +307,11 @@ def test_shipped_estimators_recover_a_simulated_lesion_and_share_the_seed():
     assert np.array_equal(combined[2:], network_only[2:])
     assert np.linalg.norm(combined[2:] - seed) * 3.0 < 10.0  # mm
     assert abs(np.log(combined[0] / mu1)) < 0.3 and abs(np.log(combined[1] / mu2)) < 0.2, combined[:2]
+    seeded = predict_labels(model, config, labels, wm_gm, seed_model=seed_model)[0]
+    assert np.array_equal(seeded[:2], network_only[:2])
+    assert np.linalg.norm(seeded[2:] - seed) * 3.0 < 6.0  # mm
+    with pytest.raises(InputError, match="seed regressor weights .* not found"):
+        load_seed_model(default_seed_weights().with_name("missing.pt"), config)
 
 
 def test_the_cli_default_number_of_refinement_simulations_is_the_library_default():

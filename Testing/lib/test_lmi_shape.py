@@ -39,7 +39,7 @@ def test_fit_learns_a_known_function():
     x = rng.normal(size=(600, 4))
     mu = np.exp(np.column_stack([0.5 * x[:, 0] + 2.0, 0.3 * x[:, 1] * x[:, 2] + 1.0]))
     _, summary = fit(dict(DEFAULT_SETTINGS, steps=1500), x[:500], mu[:500], x[500:], mu[500:], log=lambda *_: None)
-    assert summary["loss_curve"][-1]["train_mse_log"] < 0.2 * summary["loss_curve"][0]["train_mse_log"]
+    assert summary["loss_curve"][-1]["train_loss"] < 0.2 * summary["loss_curve"][0]["train_loss"]
     assert summary["val_median_abs_log_error"]["mu1"] < 0.05
 
 
@@ -111,3 +111,84 @@ def test_random_warps_have_the_asked_amplitude_and_keep_labels_and_their_volume(
         random_displacement((4, 4, 4), -1.0, 9.0, 3.0, rng)
     with pytest.raises(InputError, match="does not fit"):
         warp_labels(labels, field[:, :10])
+
+
+def test_seed_vectors_of_analytic_shapes():
+    """Weighted centroids of balls and half-balls: a half-ball's centroid is 3r/8 from the ball's centre."""
+    from TumorPersonalizationLib.lmi.seed_features import VECTOR_NAMES, seed_vectors
+
+    n, spacing = 40, 3.0
+    labels = _balls(6.0, 11.0, n)
+    uniform = np.stack([np.full(labels.shape, 0.7), np.full(labels.shape, 0.3)])
+    symmetric = seed_vectors(labels[None], uniform, spacing)[0]
+    assert symmetric.shape == (len(VECTOR_NAMES), 3)
+    assert np.abs(symmetric).max() < 1e-9  # concentric balls in uniform tissue: nothing points anywhere
+
+    wm = np.zeros(labels.shape)
+    wm[(n + 1) // 2:] = 1.0  # white matter in the half i > centre (the centre, 19.5, lies between two planes)
+    v = dict(zip(VECTOR_NAMES, seed_vectors(labels[None], np.stack([wm, 1.0 - wm]), spacing)[0]))
+    core_radius_mm = 6.0 * spacing
+    assert v["core_wm"][0] == pytest.approx(3.0 / 8.0 * core_radius_mm, rel=0.08)
+    assert v["core_gm"][0] == pytest.approx(-v["core_wm"][0])
+    assert np.allclose(v["core_wm"][1:], 0.0, atol=1e-9) and np.allclose(v["lesion"], 0.0, atol=1e-9)
+
+    shifted = _balls(6.0, 11.0, n)
+    shifted[shifted == 2] = 1
+    d = np.linalg.norm(np.indices((n,) * 3) - ((n - 1) / 2.0 + np.array([0.0, 2.0, 0.0]))[:, None, None, None],
+                       axis=0)
+    shifted[d <= 6.0] = 2  # the core moved 2 voxels along j inside the lesion
+    v = dict(zip(VECTOR_NAMES, seed_vectors(shifted[None], uniform, spacing)[0]))
+    assert v["lesion"] == pytest.approx([0.0, -2.0 * spacing, 0.0], abs=0.15)  # seen from the core's centre
+
+    with pytest.raises(InputError, match="T1Gd"):
+        seed_vectors((labels > 0)[None].astype(np.uint8), uniform, spacing)
+    with pytest.raises(InputError, match="grid"):
+        seed_vectors(labels[None], uniform[:, :30], spacing)
+
+
+def test_the_seed_estimate_turns_with_the_lesion_and_its_tissue():
+    """Mirror a lesion and its tissue along an axis: the shape features stay, the vectors mirror, and so does any
+    seed regressor's offset (equivariance by construction, not learnt)."""
+    import torch
+
+    from TumorPersonalizationLib.lmi.seed_features import seed_vectors
+    from TumorPersonalizationLib.lmi.shape_regressor import SeedRegressor, predict_seed_offset
+
+    rng = np.random.default_rng(1)
+    labels = _balls(5.0, 10.0)
+    labels[20:30, 14:22, 18:24] = np.maximum(labels[20:30, 14:22, 18:24], 1)  # an asymmetric lobe of FLAIR
+    tissue = np.stack([rng.uniform(0.2, 0.8, labels.shape), rng.uniform(0.0, 0.2, labels.shape)])
+    torch.manual_seed(0)
+    model = SeedRegressor()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+    for axis in range(3):
+        mirrored, mirrored_tissue = np.flip(labels, axis), np.flip(tissue, axis + 1)
+        features = shape_features(np.stack([labels, mirrored]), tissue, 3.0)
+        assert np.allclose(features[0], shape_features(mirrored[None], mirrored_tissue, 3.0)[0])
+        vectors = np.concatenate([seed_vectors(labels[None], tissue, 3.0),
+                                  seed_vectors(mirrored[None], mirrored_tissue, 3.0)])
+        offset = predict_seed_offset(model, features[[0, 0]], vectors)
+        sign = np.ones(3)
+        sign[axis] = -1.0
+        assert np.abs(offset[0]).max() > 0.1
+        assert np.allclose(offset[1], sign * offset[0], atol=1e-4)
+
+
+def test_seed_fit_learns_shape_dependent_coefficients():
+    """Offsets that mix the vectors with coefficients depending on a feature: the MLP learns what the best
+    constant mix (its start) cannot."""
+    from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, fit_seed
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(900, 4))
+    vectors = rng.normal(size=(900, 5, 3))
+    offsets = (1.0 + np.tanh(2.0 * x[:, :1])) * vectors[:, 0] - 0.5 * vectors[:, 2]
+    data = (x[:800], vectors[:800], offsets[:800]), (x[800:], vectors[800:], offsets[800:])
+    _, summary = fit_seed(dict(DEFAULT_SETTINGS, steps=2000), *data, log=lambda *_: None)
+    errors = summary["val_seed_error_mm"]
+    assert errors["seed regressor"]["median"] < 0.3 * errors["least-squares constant combination"]["median"]
+    assert summary["loss_curve"][-1]["train_loss"] < 0.2 * summary["loss_curve"][0]["train_loss"]
+    with pytest.raises(InputError, match="non-finite"):
+        fit_seed(DEFAULT_SETTINGS, (x[:800], vectors[:800], np.full((800, 3), np.nan)), data[1])

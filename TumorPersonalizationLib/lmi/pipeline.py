@@ -4,9 +4,9 @@ Stages (each timed in the report):
 
 1. ``registration``: the patient T1 to the atlas (affine + demons, tumor masked; :mod:`..registration`).
 2. ``warp_to_atlas``: T1Gd and FLAIR to the atlas grid, then onto the network grid (anti-aliased, >= 0.5).
-3. ``network``: the inverse network predicts the seed (and mu1, mu2) from the lesion-centred crop; by default
-   mu1 and mu2 come from the shape regressor on the lesion's shape descriptors instead (:mod:`.shape_regressor`:
-   median error of mu1 11.5 % instead of 19.3 % on the test set).
+3. ``network``: the inverse network predicts mu1, mu2 and the seed from the lesion-centred crop; by default
+   they come from the shape regressors on the lesion's shape descriptors instead (:mod:`.shape_regressor`: on
+   the test set, median error of mu1 11.5 % instead of 19.3 %, of the seed ~2 mm instead of 3.6 mm; README).
 4. ``refinement`` (optional): Nelder-Mead on the network grid, then on the atlas grid (:mod:`.refinement`).
 5. ``simulation``: (mu1, mu2) -> (Dw, rho, T) at the fixed front speed; one run at the atlas' full resolution.
 6. ``warp_to_patient``: the density (linear) and the atlas tissue maps back to the patient grid.
@@ -33,20 +33,24 @@ from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
 from ..registration import RegistrationSettings, register_to_atlas
 from ..stage_timer import StageTimer
 from .config import lmi_dir, mu_bounds, network_domain, network_geometry, network_tissue, target_scaling
-from .dataset import absolute_targets, encode_labels
+from .dataset import absolute_targets, encode_labels, lesion_centres
 from .inputs import crop_labels, network_input
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent, simulate_time_independent
 from .refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid, mask_fit, nearest_domain_voxel,
                          refine_coarse_to_fine)
 from .shape_features import shape_features
+from .seed_features import seed_vectors
+from .shape_regressor import SEED_WEIGHTS_NAME
 from .shape_regressor import WEIGHTS_NAME as SHAPE_WEIGHTS_NAME
-from .shape_regressor import load_shape_regressor, predict_mu
+from .shape_regressor import load_seed_regressor, load_shape_regressor, predict_mu, predict_seed_offset
 from .training import WEIGHTS_NAME, load_network
 
 
 MU_SOURCES = ("shape", "network")
 """Where the LMI estimate takes mu1, mu2 from: the shape regressor or the inverse network (``"auto"``, the
 default, picks one of them: :func:`choose_mu_source`)."""
+SEED_SOURCES = ("shape", "network")
+"""Where the LMI estimate takes the seed from: the seed regressor (default) or the inverse network."""
 
 
 def choose_mu_source(mu_from: str, patient_tissue_given: bool, refine_fit: bool) -> str:
@@ -78,22 +82,50 @@ def default_shape_weights() -> Path:
     return lmi_dir() / SHAPE_WEIGHTS_NAME
 
 
-def load_shape_model(path, network_config: dict):
-    """The shape regressor at ``path``; InputError if it is missing or was trained for another network grid."""
+def default_seed_weights() -> Path:
+    return lmi_dir() / SEED_WEIGHTS_NAME
+
+
+def _load_regressor(path, network_config: dict, load, what: str, takes: str):
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"shape regressor weights {path} not found (train them with Scripts/lmi_train_shape.py, "
-                         "or take mu1, mu2 from the network)")
-    model, config = load_shape_regressor(path)
+        raise InputError(f"{what} weights {path} not found (train them with Scripts/lmi_train_shape.py, or take "
+                         f"{takes} from the network)")
+    model, config = load(path)
     if config["grid"] != network_config["grid"]:
-        raise InputError(f"shape regressor weights {path}: trained on the grid {config['grid']}, the network on "
+        raise InputError(f"{what} weights {path}: trained on the grid {config['grid']}, the network on "
                          f"{network_config['grid']}")
     return model
 
 
-def shape_mu(shape_model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray) -> np.ndarray:
-    """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 2) mu1 (mm), mu2 from their shape descriptors."""
-    return predict_mu(shape_model, shape_features(labels, tissue_wm_gm, float(config["grid"]["spacing_mm"])))
+def load_shape_model(path, network_config: dict):
+    """The shape regressor at ``path``; InputError if it is missing or was trained for another network grid."""
+    return _load_regressor(path, network_config, load_shape_regressor, "shape regressor", "mu1, mu2")
+
+
+def load_seed_model(path, network_config: dict):
+    """The seed regressor at ``path``; InputError if it is missing or was trained for another network grid."""
+    return _load_regressor(path, network_config, load_seed_regressor, "seed regressor", "the seed")
+
+
+def shape_mu(shape_model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
+             features: np.ndarray | None = None) -> np.ndarray:
+    """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 2) mu1 (mm), mu2 from their shape descriptors
+    (``features``: their :func:`~.shape_features.shape_features`, when already computed)."""
+    if features is None:
+        features = shape_features(labels, tissue_wm_gm, float(config["grid"]["spacing_mm"]))
+    return predict_mu(shape_model, features)
+
+
+def shape_seed(seed_model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
+               features: np.ndarray | None = None) -> np.ndarray:
+    """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 3) seed (network-grid index): the core's centroid
+    plus the seed regressor's offset (``features`` as in :func:`shape_mu`)."""
+    spacing_mm = float(config["grid"]["spacing_mm"])
+    if features is None:
+        features = shape_features(labels, tissue_wm_gm, spacing_mm)
+    offsets_mm = predict_seed_offset(seed_model, features, seed_vectors(labels, tissue_wm_gm, spacing_mm))
+    return lesion_centres(labels) + offsets_mm / spacing_mm
 
 
 def mask_on_grid(mask: Volume, geometry) -> np.ndarray:
@@ -124,16 +156,21 @@ def patient_fit_grid(tissue: TissueMaps, t1gd: Volume, flair: Volume, registrati
 
 
 def predict_labels(model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
-                   batch_size: int = 32, shape_model=None) -> np.ndarray:
+                   batch_size: int = 32, shape_model=None, seed_model=None) -> np.ndarray:
     """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 5) mu1 (mm), mu2, seed (network-grid index).
 
-    The seed comes from the inverse network ``model``; mu1 and mu2 too, unless ``shape_model`` (a
-    :class:`~.shape_regressor.ShapeRegressor`) is given.
+    From the inverse network ``model``, except mu1 and mu2 when ``shape_model`` (a
+    :class:`~.shape_regressor.ShapeRegressor`) is given and the seed when ``seed_model`` (a
+    :class:`~.shape_regressor.SeedRegressor`) is.
     """
     predicted = predict_crops(model, config, *crop_labels(labels, int(config["input"]["crop_size"])),
                               tissue_wm_gm, batch_size)
+    if shape_model is not None or seed_model is not None:
+        features = shape_features(labels, tissue_wm_gm, float(config["grid"]["spacing_mm"]))
     if shape_model is not None:
-        predicted[:, :2] = shape_mu(shape_model, config, labels, tissue_wm_gm)
+        predicted[:, :2] = shape_mu(shape_model, config, labels, tissue_wm_gm, features)
+    if seed_model is not None:
+        predicted[:, 2:5] = shape_seed(seed_model, config, labels, tissue_wm_gm, features)
     return predicted
 
 
@@ -153,8 +190,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
                     refine_fit: bool = False,
                     refine_evaluations: int = DEFAULT_EVALUATIONS,
                     refine_fine_evaluations: int = FINE_EVALUATIONS, skull_stripped: bool | None = None,
-                    weights=None, mu_from: str = "auto", shape_weights=None,
-                    patient_tissue: TissueMaps | None = None,
+                    weights=None, mu_from: str = "auto", shape_weights=None, seed_from: str = "shape",
+                    seed_weights=None, patient_tissue: TissueMaps | None = None,
                     registration_settings: RegistrationSettings = RegistrationSettings(),
                     progress=None) -> tuple[Personalization, TissueMaps, Observation]:
     """Personalize the Fisher-Kolmogorov model to one patient with Learn-Morph-Infer.
@@ -175,7 +212,10 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     mu_from : {"auto", "shape", "network"}
         Take mu1, mu2 from the shape regressor (``shape_weights``, default ``Resources/LMI/shape_regressor.pt``) or
         from the inverse network; ``"auto"`` (default): the network's with ``patient_tissue`` and no refinement,
-        the shape regressor's otherwise (:func:`choose_mu_source`). The seed always comes from the network.
+        the shape regressor's otherwise (:func:`choose_mu_source`).
+    seed_from : {"shape", "network"}
+        Take the seed from the seed regressor (``seed_weights``, default ``Resources/LMI/seed_regressor.pt``) or
+        from the inverse network.
     patient_tissue : TissueMaps, optional
         The patient's own WM / GM (/ CSF) probabilities on the grid of ``t1``. Given, the fine refinement and the
         final simulation run in them (on a 1.5 mm grid over the T1's field of view) instead of in the atlas: the
@@ -192,6 +232,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     """
     report_progress = progress or (lambda fraction, message: None)
     mu_from = choose_mu_source(mu_from, patient_tissue is not None, refine_fit)
+    if seed_from not in SEED_SOURCES:
+        raise InputError(f"seed_from must be one of {SEED_SOURCES}, got {seed_from!r}")
     observation = Observation.from_volumes(t1gd, flair, None, t1.geometry, names=(names[1], names[2], "PET"),
                                            grid_name=names[0])
     if patient_tissue is not None:
@@ -206,6 +248,9 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     if mu_from == "shape":
         shape_weights = Path(shape_weights) if shape_weights is not None else default_shape_weights()
         shape_model = load_shape_model(shape_weights, config)
+    if seed_from == "shape":
+        seed_weights = Path(seed_weights) if seed_weights is not None else default_seed_weights()
+        seed_model = load_seed_model(seed_weights, config)
     atlas = load_atlas()
 
     report_progress(0.0, "registering the T1 to the atlas")
@@ -234,11 +279,19 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     crop_size = int(config["input"]["crop_size"])
     crops, origins, centres = crop_labels(labels, crop_size)
     natural = predict_crops(model, config, crops, origins, centres, wm_gm)[0]
+    if "shape" in (mu_from, seed_from):
+        features = shape_features(labels, wm_gm, float(config["grid"]["spacing_mm"]))
     if mu_from == "shape":
-        natural[:2] = shape_mu(shape_model, config, labels, wm_gm)[0]
+        natural[:2] = shape_mu(shape_model, config, labels, wm_gm, features)[0]
+    if seed_from == "shape":
+        natural[2:5] = shape_seed(seed_model, config, labels, wm_gm, features)[0]
     estimate = {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": natural[2:5].tolist(),
-                "mu_from": "shape regressor" if mu_from == "shape" else "inverse network"}
+                "mu_from": "shape regressor" if mu_from == "shape" else "inverse network",
+                "seed_from": "seed regressor" if seed_from == "shape" else "inverse network"}
     notes = []
+    if seed_weights is not None and seed_from == "network":
+        notes.append(f"the seed regressor weights {seed_weights} were not read: the seed came from the inverse "
+                     "network (seed_from 'network')")
     if shape_weights is not None and mu_from == "network":
         notes.append(f"the shape regressor weights {shape_weights} were not read: mu1, mu2 came from the inverse "
                      "network (mu_from 'auto' takes them there with the patient's tissue maps and no refinement)")
@@ -338,6 +391,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
               "total_s": round(sum(timer.seconds.values()), 3),
               "registration": registration.report, "weights": str(weights),
               "shape_weights": str(shape_weights) if mu_from == "shape" else None,
+              "seed_weights": str(seed_weights) if seed_from == "shape" else None,
               "notes": notes + [IDENTIFIABILITY_NOTE, SEED_NOTE,
                         "Dw, rho and T follow from mu1, mu2 at the fixed front speed v; any v gives the same density."]}
     result = Personalization(method="lmi", density=density, parameters=parameters, report=report, timings=timer.seconds)

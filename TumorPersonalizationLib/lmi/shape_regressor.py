@@ -1,12 +1,17 @@
-"""mu1 and mu2 from the lesion's shape descriptors: a small MLP trained on the simulated training set.
+"""mu1, mu2 and the seed from the lesion's shape descriptors: small MLPs trained on the simulated training set.
 
-The Learn-Morph-Infer estimate takes the seed from the inverse ResNet (:mod:`.network`) and mu1, mu2 from this
-regressor on :mod:`.shape_features`: on the held-out test set (masks grown at the atlas' 1.5 mm, as a patient's
-arrive) the ResNet's mu1 is 19.3 % off and mu2 8.8 % (medians), this regressor's 11.5 % and 5.3 % (README,
-``bench/lmi.py``). Both are trained once on the same simulations; neither simulates at inference.
+- :class:`ShapeRegressor`: mu1 and mu2 from :mod:`.shape_features`. On the held-out test set (masks grown at the
+  atlas' 1.5 mm, as a patient's arrive) the inverse ResNet's (:mod:`.network`) mu1 is 19.3 % off and mu2 8.8 %
+  (medians), this regressor's 11.5 % and 5.3 % (README, ``bench/lmi.py``).
+- :class:`SeedRegressor`: the seed as the enhancing core's centroid plus a combination of the direction vectors of
+  :mod:`.seed_features`, with coefficients an MLP reads from the shape descriptors: equivariant by construction
+  (rotate or mirror the lesion and its tissue, and the predicted offset turns with them), which the ResNet must
+  learn from data.
 
-Trained by ``Scripts/lmi_train_shape.py`` with the config's ``shape_regressor`` section; the shipped weights are
-``Resources/LMI/shape_regressor.pt`` (state dict, config, summary; ``torch.load(weights_only=True)``).
+All are trained once on the same simulations; none simulates at inference. Trained by ``Scripts/lmi_train_shape.py``
+with the config's ``shape_regressor`` and ``seed_regressor`` sections; the shipped weights are
+``Resources/LMI/shape_regressor.pt`` and ``seed_regressor.pt`` (state dict, config, names of the inputs, summary;
+``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -17,10 +22,12 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .seed_features import VECTOR_NAMES
 from .shape_features import FEATURE_NAMES
 from .weights import load_state, read_weights_file
 
 WEIGHTS_NAME = "shape_regressor.pt"
+SEED_WEIGHTS_NAME = "seed_regressor.pt"
 DEFAULT_SETTINGS = {"hidden": 64, "steps": 10000, "batch_size": 64, "learning_rate": 1e-3, "weight_decay": 0.0,
                     "seed": 0}
 """Used when the config has no ``shape_regressor`` section (probe on 4,000 cases: hidden 64 vs 128 and 6,000 vs
@@ -48,15 +55,79 @@ class ShapeRegressor(nn.Module):
         return self.body((features - self.feature_mean) / self.feature_std)
 
 
+class SeedRegressor(nn.Module):
+    """Shape descriptors and direction vectors -> the seed's offset from the enhancing core's centroid.
+
+    Input: (B, F) float, the :data:`~.shape_features.FEATURE_NAMES` (standardised inside, as in
+    :class:`ShapeRegressor`), and (B, V, 3) float, the :data:`~.seed_features.VECTOR_NAMES` in mm. Output: (B, 3)
+    float, the offset in mm: sum over v of a_v(features) times vector v, with the coefficients a from an MLP of two
+    hidden ReLU layers of ``hidden`` units. Its last layer starts at zero weight and the least-squares constant
+    coefficients as bias (:func:`fit_seed`).
+    """
+
+    def __init__(self, n_features: int = len(FEATURE_NAMES), n_vectors: int = len(VECTOR_NAMES), hidden: int = 64):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.coefficients = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                          nn.ReLU(), nn.Linear(hidden, n_vectors))
+
+    def forward(self, features: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        n_features, n_vectors = self.feature_mean.numel(), self.coefficients[-1].out_features
+        if features.ndim != 2 or features.shape[1] != n_features or vectors.shape[1:] != (n_vectors, 3) \
+                or len(vectors) != len(features):
+            raise ValueError(f"SeedRegressor expects (B, {n_features}) and (B, {n_vectors}, 3), got "
+                             f"{tuple(features.shape)} and {tuple(vectors.shape)}")
+        a = self.coefficients((features - self.feature_mean) / self.feature_std)
+        return torch.einsum("bv,bvd->bd", a, vectors)
+
+
+def predict_seed_offset(model: SeedRegressor, features: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(n, F) shape features and (n, V, 3) vectors (mm) -> (n, 3) seed offset from the core's centroid (mm)."""
+    with torch.no_grad():
+        return model(torch.as_tensor(features, dtype=torch.float32),
+                     torch.as_tensor(vectors, dtype=torch.float32)).double().numpy()
+
+
 def predict_mu(model: ShapeRegressor, features: np.ndarray) -> np.ndarray:
     """(n, F) shape features -> (n, 2) mu1 (mm), mu2."""
     with torch.no_grad():
         return np.exp(model(torch.as_tensor(features, dtype=torch.float32)).double().numpy())
 
 
+def _standardise(model: nn.Module, x: torch.Tensor) -> None:
+    model.feature_mean.copy_(x.mean(dim=0))
+    model.feature_std.copy_(x.std(dim=0).clamp(min=1e-6))
+
+
+def _train(model: nn.Module, inputs: tuple, target: torch.Tensor, loss, settings: dict, name: str, log) -> list:
+    """AdamW on ``loss(model(*inputs[batch]), target[batch])``, cosine learning-rate decay, random batches drawn
+    with the settings' seed; returns the training loss every tenth of the steps."""
+    steps, batch = int(settings["steps"]), int(settings["batch_size"])
+    lr0 = float(settings["learning_rate"])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr0, weight_decay=float(settings["weight_decay"]))
+    generator = torch.Generator().manual_seed(int(settings["seed"]))
+    curve, running = [], 0.0
+    for step in range(steps):
+        for group in optimiser.param_groups:
+            group["lr"] = 0.5 * lr0 * (1.0 + math.cos(math.pi * step / steps))
+        index = torch.randint(0, len(target), (batch,), generator=generator)
+        value = loss(model(*(x[index] for x in inputs)), target[index])
+        optimiser.zero_grad(set_to_none=True)
+        value.backward()
+        optimiser.step()
+        running += float(value.detach())
+        if (step + 1) % max(steps // 10, 1) == 0:
+            curve.append({"step": step + 1, "train_loss": running / max(steps // 10, 1)})
+            log(f"{name} step {step + 1}/{steps}: training loss {curve[-1]['train_loss']:.4f}")
+            running = 0.0
+    model.eval()
+    return curve
+
+
 def fit(settings: dict, train_features: np.ndarray, train_mu: np.ndarray, val_features: np.ndarray,
         val_mu: np.ndarray, log=print) -> tuple[ShapeRegressor, dict]:
-    """Train a :class:`ShapeRegressor`: AdamW on the squared error of log mu, cosine learning-rate decay.
+    """Train a :class:`ShapeRegressor` on the squared error of log mu.
 
     Parameters
     ----------
@@ -71,41 +142,66 @@ def fit(settings: dict, train_features: np.ndarray, train_mu: np.ndarray, val_fe
     -------
     model, summary
         The model in eval mode; the summary holds the validation set's median |log error| of mu1, mu2, their
-        product and ratio, and the loss curve every tenth of the steps.
+        product and ratio, and the loss curve (MSE of log mu) every tenth of the steps.
     """
     if np.any(~np.isfinite(train_features)) or np.any(np.asarray(train_mu) <= 0):
         raise InputError("shape regressor: non-finite features or non-positive mu in the training set")
     torch.manual_seed(int(settings["seed"]))
     model = ShapeRegressor(train_features.shape[1], int(settings["hidden"]))
     x = torch.as_tensor(train_features, dtype=torch.float32)
+    _standardise(model, x)
     y = torch.as_tensor(np.log(train_mu), dtype=torch.float32)
-    model.feature_mean.copy_(x.mean(dim=0))
-    model.feature_std.copy_(x.std(dim=0).clamp(min=1e-6))
-    steps, batch = int(settings["steps"]), int(settings["batch_size"])
-    lr0 = float(settings["learning_rate"])
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr0, weight_decay=float(settings["weight_decay"]))
-    generator = torch.Generator().manual_seed(int(settings["seed"]))
-    curve, running = [], 0.0
-    for step in range(steps):
-        for group in optimiser.param_groups:
-            group["lr"] = 0.5 * lr0 * (1.0 + math.cos(math.pi * step / steps))
-        index = torch.randint(0, len(x), (batch,), generator=generator)
-        loss = torch.mean((model(x[index]) - y[index]) ** 2)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        running += float(loss.detach())
-        if (step + 1) % max(steps // 10, 1) == 0:
-            curve.append({"step": step + 1, "train_mse_log": running / max(steps // 10, 1)})
-            log(f"shape regressor step {step + 1}/{steps}: training MSE (log mu) {curve[-1]['train_mse_log']:.4f}")
-            running = 0.0
-    model.eval()
+    curve = _train(model, (x,), y, lambda p, t: torch.mean((p - t) ** 2), settings, "shape regressor", log)
     error = np.log(predict_mu(model, val_features)) - np.log(val_mu)
     summary = {"train_cases": len(x), "val_cases": len(val_mu), "loss_curve": curve,
                "val_median_abs_log_error": {
                    "mu1": float(np.median(np.abs(error[:, 0]))), "mu2": float(np.median(np.abs(error[:, 1]))),
                    "mu1*mu2": float(np.median(np.abs(error.sum(axis=1)))),
                    "mu1/mu2": float(np.median(np.abs(error[:, 0] - error[:, 1])))}}
+    return model, summary
+
+
+def fit_seed(settings: dict, train: tuple, val: tuple, log=print) -> tuple[SeedRegressor, dict]:
+    """Train a :class:`SeedRegressor` on the squared distance (mm^2) between predicted and true seed.
+
+    Parameters
+    ----------
+    settings : dict
+        The config's ``seed_regressor`` section (the keys of :data:`DEFAULT_SETTINGS`).
+    train, val : (features, vectors, offsets)
+        (n, F) shape features, (n, V, 3) direction vectors in mm, (n, 3) true seed minus core centroid in mm.
+
+    Returns
+    -------
+    model, summary
+        The model in eval mode; the summary holds the validation set's median and mean seed distance (mm), that
+        of the core's centroid alone and of the least-squares constant combination the training starts from.
+    """
+    features, vectors, offsets = (np.asarray(a, dtype=np.float64) for a in train)
+    if not (np.all(np.isfinite(features)) and np.all(np.isfinite(vectors)) and np.all(np.isfinite(offsets))):
+        raise InputError("seed regressor: non-finite features, vectors or offsets in the training set")
+    torch.manual_seed(int(settings["seed"]))
+    model = SeedRegressor(features.shape[1], vectors.shape[1], int(settings["hidden"]))
+    x = torch.as_tensor(features, dtype=torch.float32)
+    _standardise(model, x)
+    # Start from the best constant combination: the MLP then only learns how the mix depends on the shape.
+    stacked = vectors.transpose(0, 2, 1).reshape(-1, vectors.shape[1])
+    constant, *_ = np.linalg.lstsq(stacked, offsets.reshape(-1), rcond=None)
+    with torch.no_grad():
+        model.coefficients[-1].weight.zero_()
+        model.coefficients[-1].bias.copy_(torch.as_tensor(constant, dtype=torch.float32))
+    v = torch.as_tensor(vectors, dtype=torch.float32)
+    y = torch.as_tensor(offsets, dtype=torch.float32)
+    curve = _train(model, (x, v), y, lambda p, t: torch.mean(torch.sum((p - t) ** 2, dim=1)), settings,
+                   "seed regressor", log)
+    val_features, val_vectors, val_offsets = (np.asarray(a, dtype=np.float64) for a in val)
+    predicted = {"core centroid": np.zeros_like(val_offsets),
+                 "least-squares constant combination": np.einsum("nvd,v->nd", val_vectors, constant),
+                 "seed regressor": predict_seed_offset(model, val_features, val_vectors)}
+    distance = {name: np.linalg.norm(offset - val_offsets, axis=1) for name, offset in predicted.items()}
+    summary = {"train_cases": len(x), "val_cases": len(val_offsets), "loss_curve": curve,
+               "val_seed_error_mm": {name: {"median": float(np.median(d)), "mean": float(np.mean(d))}
+                                     for name, d in distance.items()}}
     return model, summary
 
 
@@ -118,4 +214,17 @@ def load_shape_regressor(path) -> tuple[ShapeRegressor, dict]:
     hidden = int(saved["config"].get("shape_regressor", DEFAULT_SETTINGS)["hidden"])
     model = ShapeRegressor(len(FEATURE_NAMES), hidden)
     load_state(model, saved, path, "shape regressor weights")
+    return model, saved["config"]
+
+
+def load_seed_regressor(path) -> tuple[SeedRegressor, dict]:
+    """Load seed regressor weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode and the config
+    it was trained with."""
+    saved = read_weights_file(path, {"state_dict", "config", "feature_names", "vector_names"},
+                              "seed regressor weights")
+    if tuple(saved["feature_names"]) != FEATURE_NAMES or tuple(saved["vector_names"]) != VECTOR_NAMES:
+        raise InputError(f"seed regressor weights {path}: trained on other features than this version computes")
+    hidden = int(saved["config"].get("seed_regressor", DEFAULT_SETTINGS)["hidden"])
+    model = SeedRegressor(len(FEATURE_NAMES), len(VECTOR_NAMES), hidden)
+    load_state(model, saved, path, "seed regressor weights")
     return model, saved["config"]
