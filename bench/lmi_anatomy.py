@@ -76,6 +76,7 @@ from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_
                                                   shape_seed)
 from TumorPersonalizationLib.lmi.refinement import (FitGrid, nearest_domain_voxel,  # noqa: E402
                                                     refine_coarse_to_fine)
+from TumorPersonalizationLib.lmi.shape_features import shape_features  # noqa: E402
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402
 from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
@@ -175,13 +176,15 @@ class AnatomyCases:
                 continue
             labels = dataset.encode_labels(t1gd_net, flair_net)[None]
             estimate = predict_labels(s["model"], self.config, labels, s["wm_gm"])[0]
-            shape = shape_mu(s["shape"], self.config, labels, s["wm_gm"])[0]
+            features = shape_features(labels, s["wm_gm"], float(self.config["grid"]["spacing_mm"]))
+            shape = shape_mu(s["shape"], self.config, labels, s["wm_gm"], features)[0]
             bounds = np.transpose(mu_bounds(self.config))
             network_mu, shape_mu_ = np.clip(estimate[:2], *bounds), np.clip(shape, *bounds)
             seed_net = nearest_domain_voxel(net.domain.inside, estimate[2:5])
             seed_ras = net.geometry.index_to_ras(seed_net)
             shape_seed_net = nearest_domain_voxel(net.domain.inside,
-                                                  shape_seed(s["seed"], self.config, labels, s["wm_gm"])[0])
+                                                  shape_seed(s["seed"], self.config, labels, s["wm_gm"],
+                                                             features)[0])
             true_mu = self.targets[i][:2]
             candidates = {"network": (network_mu, seed_ras), "shape regressor": (shape_mu_, seed_ras),
                           "shape mu and seed": (shape_mu_, net.geometry.index_to_ras(shape_seed_net)),

@@ -35,6 +35,7 @@ from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa
 from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights,  # noqa: E402
                                                   default_weights, load_seed_model, load_shape_model,
                                                   predict_labels, shape_mu, shape_seed)
+from TumorPersonalizationLib.lmi.shape_features import shape_features  # noqa: E402
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 
 FIELD_SEED = 7  # not the training augmentation's seed: these fields are new to the shape regressor
@@ -73,8 +74,9 @@ def main(argv=None) -> int:
             case.shape, amplitude, args.smoothness_mm, spacing_mm, rng)) for case in labels])
         keep = (warped == 2).reshape(n, -1).any(axis=1)  # a warp can squeeze a tiny T1Gd core off the grid
         network = predict_labels(model, config, warped[keep], wm_gm)
-        shape_mu_ = np.clip(shape_mu(shape_model, config, warped[keep], wm_gm), *bounds)
-        shape_seed_ras = geometry.index_to_ras(shape_seed(seed_model, config, warped[keep], wm_gm))
+        features = shape_features(warped[keep], wm_gm, spacing_mm)  # read by both regressors
+        shape_mu_ = np.clip(shape_mu(shape_model, config, warped[keep], wm_gm, features), *bounds)
+        shape_seed_ras = geometry.index_to_ras(shape_seed(seed_model, config, warped[keep], wm_gm, features))
         estimates = {"ResNet": (np.clip(network[:, :2], *bounds), geometry.index_to_ras(network[:, 2:5])),
                      "shape regressors": (shape_mu_, shape_seed_ras)}
         row = {}

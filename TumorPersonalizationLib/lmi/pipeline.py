@@ -245,6 +245,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     if not weights.is_file():
         raise InputError(f"LMI weights {weights} not found (train them with Scripts/lmi_train.py)")
     model, config = load_network(weights)
+    shape_model = seed_model = None
     if mu_from == "shape":
         shape_weights = Path(shape_weights) if shape_weights is not None else default_shape_weights()
         shape_model = load_shape_model(shape_weights, config)
@@ -277,14 +278,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     wm_gm = np.stack([tissue_net.wm.array, tissue_net.gm.array])
     labels = encode_labels(t1gd_net, flair_net)[None]
     crop_size = int(config["input"]["crop_size"])
-    crops, origins, centres = crop_labels(labels, crop_size)
-    natural = predict_crops(model, config, crops, origins, centres, wm_gm)[0]
-    if "shape" in (mu_from, seed_from):
-        features = shape_features(labels, wm_gm, float(config["grid"]["spacing_mm"]))
-    if mu_from == "shape":
-        natural[:2] = shape_mu(shape_model, config, labels, wm_gm, features)[0]
-    if seed_from == "shape":
-        natural[2:5] = shape_seed(seed_model, config, labels, wm_gm, features)[0]
+    natural = predict_labels(model, config, labels, wm_gm, shape_model=shape_model, seed_model=seed_model)[0]
     estimate = {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": natural[2:5].tolist(),
                 "mu_from": "shape regressor" if mu_from == "shape" else "inverse network",
                 "seed_from": "seed regressor" if seed_from == "shape" else "inverse network"}
@@ -301,7 +295,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
             notes.append(f"the {estimate['mu_from']}'s {key} = {estimate[key]:.3g} lay outside the trained range "
                          f"[{low:g}, {high:g}] and was clipped to it")
             estimate[key] = float(np.clip(estimate[key], low, high))
-    if np.count_nonzero(crops) < np.count_nonzero(labels):
+    if np.count_nonzero(crop_labels(labels, crop_size)[0]) < np.count_nonzero(labels):
         notes.append(f"the lesion extends beyond the network's {crop_size}^3 input cube around the enhancing core; "
                      f"the network saw only the part inside it")
     voxel_ml = float(np.prod(net_geometry.spacing_mm)) / 1000.0

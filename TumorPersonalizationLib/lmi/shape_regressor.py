@@ -205,26 +205,27 @@ def fit_seed(settings: dict, train: tuple, val: tuple, log=print) -> tuple[SeedR
     return model, summary
 
 
+def _load(path, what: str, section: str, names: dict, build) -> tuple[nn.Module, dict]:
+    """Weights written by ``Scripts/lmi_train_shape.py`` into ``build(hidden)``, checked against the input
+    ``names`` this version computes (``{key in the file: names}``)."""
+    saved = read_weights_file(path, {"state_dict", "config", *names}, f"{what} weights")
+    if any(tuple(saved[key]) != value for key, value in names.items()):
+        raise InputError(f"{what} weights {path}: trained on other features than this version computes")
+    model = build(int(saved["config"].get(section, DEFAULT_SETTINGS)["hidden"]))
+    load_state(model, saved, path, f"{what} weights")
+    return model, saved["config"]
+
+
 def load_shape_regressor(path) -> tuple[ShapeRegressor, dict]:
     """Load weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode and the config it was trained
     with."""
-    saved = read_weights_file(path, {"state_dict", "config", "feature_names"}, "shape regressor weights")
-    if tuple(saved["feature_names"]) != FEATURE_NAMES:
-        raise InputError(f"shape regressor weights {path}: trained on other features than this version computes")
-    hidden = int(saved["config"].get("shape_regressor", DEFAULT_SETTINGS)["hidden"])
-    model = ShapeRegressor(len(FEATURE_NAMES), hidden)
-    load_state(model, saved, path, "shape regressor weights")
-    return model, saved["config"]
+    return _load(path, "shape regressor", "shape_regressor", {"feature_names": FEATURE_NAMES},
+                 lambda hidden: ShapeRegressor(len(FEATURE_NAMES), hidden))
 
 
 def load_seed_regressor(path) -> tuple[SeedRegressor, dict]:
     """Load seed regressor weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode and the config
     it was trained with."""
-    saved = read_weights_file(path, {"state_dict", "config", "feature_names", "vector_names"},
-                              "seed regressor weights")
-    if tuple(saved["feature_names"]) != FEATURE_NAMES or tuple(saved["vector_names"]) != VECTOR_NAMES:
-        raise InputError(f"seed regressor weights {path}: trained on other features than this version computes")
-    hidden = int(saved["config"].get("seed_regressor", DEFAULT_SETTINGS)["hidden"])
-    model = SeedRegressor(len(FEATURE_NAMES), len(VECTOR_NAMES), hidden)
-    load_state(model, saved, path, "seed regressor weights")
-    return model, saved["config"]
+    return _load(path, "seed regressor", "seed_regressor",
+                 {"feature_names": FEATURE_NAMES, "vector_names": VECTOR_NAMES},
+                 lambda hidden: SeedRegressor(len(FEATURE_NAMES), len(VECTOR_NAMES), hidden))
