@@ -17,7 +17,7 @@ from . import __version__
 from .errors import Cancelled, InputError
 
 REFINE_EVALUATIONS = 300  # lmi/refinement.DEFAULT_EVALUATIONS (not imported: the CLI starts without torch/scipy)
-REFINE_FINE_EVALUATIONS = 60  # lmi/refinement.FINE_EVALUATIONS
+REFINE_FINE_EVALUATIONS = 120  # lmi/refinement.FINE_EVALUATIONS
 
 
 class ProgressBar:

@@ -16,7 +16,7 @@
 Usage::
 
     python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--workers 2] [--ablation-cases 100]
-                        [--refine-evaluations 300] [--refine-fine-evaluations 60] [--mu-from shape|network]
+                        [--refine-evaluations 300] [--refine-fine-evaluations 120] [--mu-from shape|network]
                         [--seed-from shape|network] [--skip-e2e] [--json out.json]
 
 ``--mu-from network`` scores the inverse network's own mu1, mu2 (the estimate before the shape regressor),
