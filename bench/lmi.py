@@ -44,8 +44,7 @@ from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import (MU_SOURCES, SEED_SOURCES, default_seed_weights,  # noqa: E402
                                                   default_shape_weights, default_weights, load_seed_model,
-                                                  load_shape_model, personalize_lmi, predict_labels, shape_mu,
-                                                  shape_seed)
+                                                  load_shape_model, personalize_lmi, predict_labels, regress)
 from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid,  # noqa: E402
                                                     nearest_domain_voxel, refine_coarse_to_fine)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
@@ -96,15 +95,18 @@ class AtlasCases:
     masks taken onto its 3 mm grid the way the pipeline takes warped masks there. Picklable: each worker loads the
     data and the grids once.
 
-    ``observe(indices)``: (n, 64, 64, 64) uint8 labels on the network grid.
+    ``observe(indices)``: a structured array of n rows: ``labels``, (64, 64, 64) uint8 on the network grid, and
+    ``regressed``, (5,) mu1, mu2 and seed from the shape regressors (``regressors``: their weights, either None to
+    leave it NaN; :func:`.pipeline.regress`, reading the lesion on both grids), and ``regress_s``, its seconds.
     ``score(indices)``: (n, columns) of :meth:`columns`: the network's estimate (``predicted``), the refined one
     (cases below ``refine_cases``) and the ABLATIONS (cases below ``ablation_cases``), each simulated on the
     atlas grid and scored against the truth; NaN where not computed."""
 
     def __init__(self, data_dir, config: dict, cases: int, parallel: bool, predicted=None, refine_cases: int = 0,
                  evaluations: int = DEFAULT_EVALUATIONS, fine_evaluations: int = FINE_EVALUATIONS,
-                 ablation_cases: int = 0):
+                 ablation_cases: int = 0, regressors=(None, None)):
         self.data_dir, self.config, self.cases, self.parallel = data_dir, config, cases, parallel
+        self.regressors = regressors
         self.predicted, self.refine_cases, self.ablation_cases = predicted, refine_cases, ablation_cases
         self.evaluations, self.fine_evaluations = evaluations, fine_evaluations
         self._state = None
@@ -127,7 +129,7 @@ class AtlasCases:
         return self._state
 
     def _truth(self, i):
-        """(truth density, T1Gd, FLAIR) on the atlas grid and the network grid's labels for case i."""
+        """The truth density on the atlas grid and the lesion on the network and the atlas grid for case i."""
         state = self._load()
         return grow_on_atlas(state["grids"], state["data"]["parameters"][i], parallel=self.parallel)
 
@@ -140,14 +142,28 @@ class AtlasCases:
         return [scores[key] for key in SCORE_KEYS]
 
     def observe(self, indices) -> np.ndarray:
-        return np.stack([self._truth(i)[3] for i in np.asarray(indices, dtype=int)])
+        state = self._load()
+        if "regressors" not in state:
+            shape_weights, seed_weights = self.regressors
+            state["regressors"] = (None if shape_weights is None else load_shape_model(shape_weights, self.config),
+                                   None if seed_weights is None else load_seed_model(seed_weights, self.config))
+        rows = np.zeros(len(indices), dtype=[("labels", np.uint8, state["net"].geometry.shape),
+                                             ("regressed", np.float64, 5), ("regress_s", np.float64)])
+        for row, i in zip(rows, np.asarray(indices, dtype=int)):
+            _, network, on_atlas = self._truth(i)
+            row["labels"] = network.labels
+            start = time.perf_counter()
+            row["regressed"] = regress(*state["regressors"], network, on_atlas)
+            row["regress_s"] = time.perf_counter() - start
+        return rows
 
     def score(self, indices) -> np.ndarray:
         state = self._load()
         net, fine = state["net"], state["fine"]
         rows = []
         for i in np.asarray(indices, dtype=int):
-            truth, t1gd, flair, labels = self._truth(i)
+            truth, network, on_atlas = self._truth(i)
+            labels, t1gd, flair = network.labels, on_atlas.labels == 2, on_atlas.labels > 0
             mu1, mu2, *seed = self.predicted[i]
             seed = nearest_domain_voxel(net.domain.inside, seed)
             row = self._score(self._simulate(mu1, mu2, fine.seed_from(net, seed)), truth)
@@ -205,10 +221,11 @@ def _run_chunks(cases: AtlasCases, method: str, workers: int, n: int, what: str,
     return np.concatenate(out)
 
 
-def grow_test_labels(data_dir, config: dict, n: int, workers: int) -> np.ndarray:
-    """(n, 64, 64, 64) uint8 labels of the first ``n`` test cases, grown at 1.5 mm and taken onto the network grid
-    as a patient's masks arrive (:meth:`AtlasCases.observe`), on ``workers`` processes."""
-    return _run_chunks(AtlasCases(data_dir, config, n, workers == 1), "observe", workers, n, "grown at 1.5 mm")
+def grow_test_labels(data_dir, config: dict, n: int, workers: int, regressors=(None, None)) -> np.ndarray:
+    """:meth:`AtlasCases.observe` of the first ``n`` test cases, grown at 1.5 mm as a patient's masks arrive, on
+    ``workers`` processes."""
+    return _run_chunks(AtlasCases(data_dir, config, n, workers == 1, regressors=regressors), "observe", workers, n,
+                       "grown at 1.5 mm")
 
 
 def _mean_scores(table: np.ndarray, columns: list, prefix: str) -> dict:
@@ -222,20 +239,21 @@ def test_set(args, model, config) -> dict:
     n = len(data["targets"])
     tissue = network_tissue(config)
     parallel = args.workers == 1
-    labels = grow_test_labels(args.data, config, n, args.workers)
+    regressors = (args.shape_weights if args.mu_from == "shape" else None,
+                  args.seed_weights if args.seed_from == "shape" else None)
+    observed = grow_test_labels(args.data, config, n, args.workers, regressors)
+    labels = observed["labels"]
     start = time.perf_counter()
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     predicted = predict_labels(model, config, labels, wm_gm)
     network_s = (time.perf_counter() - start) / n
     network_mu, network_seed = predicted[:, :2].copy(), predicted[:, 2:5].copy()
+    if "shape" in (args.mu_from, args.seed_from):
+        print(f"shape regressors {1000 * observed['regress_s'].mean():.1f} ms/case (features included)")
     if args.mu_from == "shape":
-        start = time.perf_counter()
-        predicted[:, :2] = shape_mu(load_shape_model(args.shape_weights, config), config, labels, wm_gm)
-        print(f"shape regressor {1000 * (time.perf_counter() - start) / n:.1f} ms/case (features included)")
+        predicted[:, :2] = observed["regressed"][:, :2]
     if args.seed_from == "shape":
-        start = time.perf_counter()
-        predicted[:, 2:5] = shape_seed(load_seed_model(args.seed_weights, config), config, labels, wm_gm)
-        print(f"seed regressor {1000 * (time.perf_counter() - start) / n:.1f} ms/case (features included)")
+        predicted[:, 2:5] = observed["regressed"][:, 2:5]
     predicted[:, :2] = np.clip(predicted[:, :2], *np.transpose(mu_bounds(config)))  # as the pipeline does
     geometry = tissue.wm.geometry
     errors = parameter_errors(predicted[:, :2], data["targets"][:, :2], geometry.index_to_ras(predicted[:, 2:5]),

@@ -71,12 +71,10 @@ from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_geometry, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights,  # noqa: E402
-                                                  default_weights, lesion_on_grid, load_seed_model,
-                                                  load_shape_model, patient_fit_grid, predict_labels, shape_mu,
-                                                  shape_seed)
+                                                  default_weights, lesion_on_grids, load_seed_model,
+                                                  load_shape_model, patient_fit_grid, predict_labels, regress)
 from TumorPersonalizationLib.lmi.refinement import (FitGrid, nearest_domain_voxel,  # noqa: E402
                                                     refine_coarse_to_fine)
-from TumorPersonalizationLib.lmi.shape_features import shape_features  # noqa: E402
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402
 from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
@@ -169,22 +167,19 @@ class AnatomyCases:
             like = self.patient.wm.like
             t1gd_atlas = self.registration.to_atlas(like(t1gd.astype(np.uint8)), "nearest")
             flair_atlas = self.registration.to_atlas(like(flair.astype(np.uint8)), "nearest")
-            t1gd_net, flair_net = lesion_on_grid(t1gd_atlas, flair_atlas, net.geometry)
+            network, on_atlas = lesion_on_grids(t1gd_atlas, flair_atlas, self.config)
+            t1gd_net, flair_net = network.labels == 2, network.labels > 0
             if (t1gd_ml < acceptance["t1gd_min_ml"] or not acceptance["flair_min_ml"] <= flair_ml
                     <= acceptance["flair_max_ml"] or not t1gd_net.any()):
                 rows.append([0.0] + [np.nan] * (width * len(ESTIMATES)) + [flair_ml])
                 continue
-            labels = dataset.encode_labels(t1gd_net, flair_net)[None]
-            estimate = predict_labels(s["model"], self.config, labels, s["wm_gm"])[0]
-            features = shape_features(labels, s["wm_gm"], float(self.config["grid"]["spacing_mm"]))
-            shape = shape_mu(s["shape"], self.config, labels, s["wm_gm"], features)[0]
+            estimate = predict_labels(s["model"], self.config, network.labels[None], s["wm_gm"])[0]
+            regressed = regress(s["shape"], s["seed"], network, on_atlas)
             bounds = np.transpose(mu_bounds(self.config))
-            network_mu, shape_mu_ = np.clip(estimate[:2], *bounds), np.clip(shape, *bounds)
+            network_mu, shape_mu_ = np.clip(estimate[:2], *bounds), np.clip(regressed[:2], *bounds)
             seed_net = nearest_domain_voxel(net.domain.inside, estimate[2:5])
             seed_ras = net.geometry.index_to_ras(seed_net)
-            shape_seed_net = nearest_domain_voxel(net.domain.inside,
-                                                  shape_seed(s["seed"], self.config, labels, s["wm_gm"],
-                                                             features)[0])
+            shape_seed_net = nearest_domain_voxel(net.domain.inside, regressed[2:5])
             true_mu = self.targets[i][:2]
             candidates = {"network": (network_mu, seed_ras), "shape regressor": (shape_mu_, seed_ras),
                           "shape mu and seed": (shape_mu_, net.geometry.index_to_ras(shape_seed_net)),

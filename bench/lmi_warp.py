@@ -30,12 +30,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from lmi import grow_test_labels, parameter_errors  # noqa: E402 (bench/lmi.py)
 
+from TumorPersonalizationLib.errors import InputError  # noqa: E402
 from TumorPersonalizationLib.lmi import dataset, label_warp  # noqa: E402
+from TumorPersonalizationLib.lmi.lesion_descriptors import ATLAS_PREFIX  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa: E402
 from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights,  # noqa: E402
                                                   default_weights, load_seed_model, load_shape_model,
-                                                  predict_labels, shape_mu, shape_seed)
-from TumorPersonalizationLib.lmi.shape_features import shape_features  # noqa: E402
+                                                  predict_labels)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 
 FIELD_SEED = 7  # not the training augmentation's seed: these fields are new to the shape regressor
@@ -57,9 +58,13 @@ def main(argv=None) -> int:
     model, config = load_network(args.weights)
     shape_model = load_shape_model(args.shape_weights, config)
     seed_model = load_seed_model(args.seed_weights, config)
+    if any(name.startswith(ATLAS_PREFIX) for name in (*shape_model.feature_names, *seed_model.feature_names,
+                                                      *seed_model.vector_names)):
+        raise InputError("bench/lmi_warp.py warps the lesion on the network grid only: give it --shape-weights and "
+                         "--seed-weights of regressors that read the network grid alone")
     data = dataset.load_split(args.data, "test", limit=args.cases)
     n = len(data["targets"])
-    labels = grow_test_labels(args.data, config, n, args.workers)
+    labels = grow_test_labels(args.data, config, n, args.workers)["labels"]
     tissue = network_tissue(config)
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     spacing_mm = float(config["grid"]["spacing_mm"])
@@ -74,9 +79,9 @@ def main(argv=None) -> int:
             case.shape, amplitude, args.smoothness_mm, spacing_mm, rng)) for case in labels])
         keep = (warped == 2).reshape(n, -1).any(axis=1)  # a warp can squeeze a tiny T1Gd core off the grid
         network = predict_labels(model, config, warped[keep], wm_gm)
-        features = shape_features(warped[keep], wm_gm, spacing_mm)  # read by both regressors
-        shape_mu_ = np.clip(shape_mu(shape_model, config, warped[keep], wm_gm, features), *bounds)
-        shape_seed_ras = geometry.index_to_ras(shape_seed(seed_model, config, warped[keep], wm_gm, features))
+        regressed = predict_labels(model, config, warped[keep], wm_gm, shape_model=shape_model,
+                                   seed_model=seed_model)
+        shape_mu_, shape_seed_ras = np.clip(regressed[:, :2], *bounds), geometry.index_to_ras(regressed[:, 2:5])
         estimates = {"ResNet": (np.clip(network[:, :2], *bounds), geometry.index_to_ras(network[:, 2:5])),
                      "shape regressors": (shape_mu_, shape_seed_ras)}
         row = {}

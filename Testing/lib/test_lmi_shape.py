@@ -56,7 +56,8 @@ def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pip
     grids = atlas_grids(config)
     dw, rho, days = (float(v) for v in from_time_independent(12.0, 3.0))
     parameters = np.array([dw, rho, days, 40.0, 30.0, 40.0, 0.7, 0.25])
-    truth, t1gd, flair, labels = grow_on_atlas(grids, parameters)
+    truth, network, on_atlas = grow_on_atlas(grids, parameters)
+    t1gd, flair, labels = on_atlas.labels == 2, on_atlas.labels > 0, network.labels
     assert truth.shape == grids.fine.geometry.shape and labels.shape == tuple(config["grid"]["shape"])
     assert np.array_equal(t1gd, truth >= 0.7) and np.array_equal(flair, truth >= 0.25)
     wm = grids.atlas.wm
@@ -70,7 +71,11 @@ def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pip
     with pytest.raises(InputError, match="lmi_grow_atlas"):
         load_labels(tmp_path, "train", 0, 1)
     np.savez(labels_path(tmp_path, "train", 0), labels=labels[None])
-    assert load_labels(tmp_path, "train", 0, 1).shape == (1, *labels.shape)
+    with pytest.raises(InputError, match="no atlas-grid labels"):
+        load_labels(tmp_path, "train", 0, 1)
+    np.savez(labels_path(tmp_path, "train", 0), labels=labels[None], atlas_labels=on_atlas.labels[None])
+    loaded = load_labels(tmp_path, "train", 0, 1)
+    assert loaded[0].shape == (1, *labels.shape) and np.array_equal(loaded[1][0], on_atlas.labels)
     with pytest.raises(InputError, match="1 cases, the shard holds 2"):
         load_labels(tmp_path, "train", 0, 2)
 
@@ -192,3 +197,76 @@ def test_seed_fit_learns_shape_dependent_coefficients():
     assert summary["loss_curve"][-1]["train_loss"] < 0.2 * summary["loss_curve"][0]["train_loss"]
     with pytest.raises(InputError, match="non-finite"):
         fit_seed(DEFAULT_SETTINGS, (x[:800], vectors[:800], np.full((800, 3), np.nan)), data[1])
+
+
+def test_features_do_not_depend_on_where_the_lesion_lies_in_the_grid():
+    """The features are computed on the lesion's box: the same lesion and tissue embedded anywhere in a larger
+    grid, even touching its edge, give the same values."""
+    rng = np.random.default_rng(2)
+    labels = _balls(4.0, 8.0, 24)
+    labels[14:22, 8:14, 10:16] = np.maximum(labels[14:22, 8:14, 10:16], 1)
+    tissue = np.stack([rng.uniform(0.0, 0.8, labels.shape), rng.uniform(0.0, 0.2, labels.shape)])
+    reference = shape_features(labels[None], tissue, 3.0)[0]
+    for corner in ((0, 0, 0), (30, 5, 17)):
+        big_labels, big_tissue = np.zeros((60, 50, 45), np.uint8), np.zeros((2, 60, 50, 45))
+        where = tuple(slice(c, c + 24) for c in corner)
+        big_labels[where], big_tissue[(slice(None), *where)] = labels, tissue
+        assert np.allclose(shape_features(big_labels[None], big_tissue, 3.0)[0], reference, rtol=1e-12, atol=1e-12)
+
+
+def _ball_on(geometry, centre_ras, radius_core_mm, radius_lesion_mm):
+    from TumorPersonalizationLib.imaging.volume import Geometry  # noqa: F401 (the geometry's type)
+
+    ras = geometry.index_to_ras(np.moveaxis(np.indices(geometry.shape), 0, -1).astype(np.float64))
+    d = np.linalg.norm(ras - np.asarray(centre_ras), axis=-1)
+    return (d <= radius_lesion_mm).astype(np.uint8) + (d <= radius_core_mm).astype(np.uint8)
+
+
+def test_descriptors_on_both_grids_and_a_seed_carried_from_the_atlas_grid():
+    """One ball-shaped lesion seen on a 3 mm and on a 1.5 mm grid of the same space: the features read on both
+    agree in mm and mL (within the coarse grid's voxel), the names say which grid a feature comes from, and a seed
+    regressor reading the 1.5 mm grid with a zero offset places the seed at the core's centre, carried to the 3 mm
+    grid's index."""
+    import torch
+
+    from TumorPersonalizationLib.imaging.volume import Geometry
+    from TumorPersonalizationLib.lmi import lesion_descriptors as ld
+    from TumorPersonalizationLib.lmi.pipeline import regress
+    from TumorPersonalizationLib.lmi.seed_features import VECTOR_NAMES
+    from TumorPersonalizationLib.lmi.shape_regressor import SeedRegressor, ShapeRegressor
+
+    coarse = Geometry((24,) * 3, (3.0,) * 3, (0.0, 0.0, 0.0))
+    fine = Geometry((48,) * 3, (1.5,) * 3, (-0.75, -0.75, -0.75))  # the same box: voxel centres nest
+    centre = (35.0, 33.0, 37.5)
+    lesions = {}
+    for name, geometry in (("network", coarse), ("atlas", fine)):
+        labels = _ball_on(geometry, centre, 9.0, 21.0)
+        wm = np.full(labels.shape, 0.7)
+        lesions[name] = ld.GridLesion(labels, wm, 1.0 - wm, geometry.spacing_mm[0], geometry)
+    names = ld.feature_names(["network", "atlas"])
+    assert len(names) == 2 * len(FEATURE_NAMES) and names[len(FEATURE_NAMES)] == "atlas:" + FEATURE_NAMES[0]
+    values = dict(zip(names, ld.features(names, lesions["network"], lesions["atlas"])))
+    for feature, tolerance in (("rim_median_mm", 3.0), ("lesion_log_ml", 0.15), ("core_log_ml", 0.3)):
+        assert values["atlas:" + feature] == pytest.approx(values[feature], abs=tolerance)
+    # Voxel faces of a digitised ball add up to 6 pi r^2 (its projections on the three axes, twice): sphericity
+    # 4 pi r^2 / 6 pi r^2 = 2/3 on any fine enough grid.
+    for prefix in ("", "atlas:"):
+        assert values[prefix + "lesion_sphericity"] == pytest.approx(2.0 / 3.0, abs=0.03)
+    with pytest.raises(InputError, match="atlas grid"):
+        ld.features(names, lesions["network"])
+    with pytest.raises(InputError, match="not computed"):
+        ld.grids_of(["atlas:no such feature"], FEATURE_NAMES, "shape features")
+
+    torch.manual_seed(0)
+    shape_model = ShapeRegressor(len(names))
+    shape_model.feature_names = names
+    seed_model = SeedRegressor(len(names), len(VECTOR_NAMES))
+    seed_model.feature_names, seed_model.vector_names = names, ld.vector_names("atlas")
+    with torch.no_grad():
+        seed_model.coefficients[-1].weight.zero_()
+        seed_model.coefficients[-1].bias.zero_()
+    estimate = regress(shape_model, seed_model, lesions["network"], lesions["atlas"])
+    assert np.all(np.isfinite(estimate[:2])) and np.all(estimate[:2] > 0)
+    assert np.allclose(estimate[2:5], coarse.ras_to_index(centre), atol=0.05)
+    only_seed = regress(None, seed_model, lesions["network"], lesions["atlas"])
+    assert np.all(np.isnan(only_seed[:2])) and np.allclose(only_seed[2:5], estimate[2:5])

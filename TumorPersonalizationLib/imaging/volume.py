@@ -144,6 +144,18 @@ class Volume:
         return self.geometry.spacing_mm
 
 
+def bounding_box(mask: np.ndarray, margin=0) -> tuple:
+    """Index slices of the box around a mask's true voxels grown by ``margin`` voxels (an int, or one per axis),
+    clipped to the array; the whole array when the mask is empty."""
+    mask = np.asarray(mask)
+    if not mask.any():
+        return tuple(slice(0, n) for n in mask.shape)
+    points = np.argwhere(mask)
+    low = np.maximum(points.min(axis=0) - margin, 0)
+    high = np.minimum(points.max(axis=0) + np.asarray(margin) + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
 def require_same_grid(reference: Volume, reference_name: str, other: Volume, other_name: str) -> None:
     """Raise InputError naming both inputs unless ``other`` lies on the same voxel grid as ``reference``."""
     if not reference.geometry.is_close(other.geometry):

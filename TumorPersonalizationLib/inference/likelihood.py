@@ -35,7 +35,7 @@ from scipy.special import log_ndtr
 
 from ..errors import InputError
 from ..imaging.io import resample_smooth
-from ..imaging.volume import Geometry, Volume, require_same_grid
+from ..imaging.volume import Geometry, Volume, bounding_box, require_same_grid
 from ..models.fisher_kolmogorov import DEFAULT_STEPS, Domain, StepSettings
 from ..validation import binary
 from .priors import BoxPrior
@@ -164,10 +164,8 @@ def build_prior(observation: Observation) -> BoxPrior:
 
 def _roi_geometry(observation: Observation, margin_mm: float, grid_mm: float | None) -> Geometry:
     g = observation.flair.geometry
-    idx = np.argwhere(observation.flair.array)
-    margin = np.ceil(margin_mm / np.asarray(g.spacing_mm)).astype(int)
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, g.shape)
+    box = bounding_box(observation.flair.array, np.ceil(margin_mm / np.asarray(g.spacing_mm)).astype(int))
+    lo, hi = np.array([s.start for s in box]), np.array([s.stop for s in box])
     origin = g.index_to_ras(lo)
     if grid_mm is None:
         return Geometry(hi - lo, g.spacing_mm, origin, g.direction_ras)

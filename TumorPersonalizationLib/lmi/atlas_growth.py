@@ -8,8 +8,8 @@ A patient's masks instead are warped onto the atlas grid and taken from there on
 
 :func:`grow_on_atlas` regrows a stored case from its parameters on the atlas grid, thresholds it at its own
 visibility levels and takes the masks to the network grid the pipeline's way. ``bench/lmi.py`` scores the test set
-so, and ``Scripts/lmi_grow_atlas.py`` stores training and validation labels so (:func:`labels_path`) for the
-shape regressor (:mod:`.shape_regressor`).
+so, and ``Scripts/lmi_grow_atlas.py`` stores training and validation labels on both grids so
+(:func:`labels_path`) for the shape regressors (:mod:`.shape_regressor`).
 """
 from __future__ import annotations
 
@@ -23,23 +23,23 @@ from ..errors import InputError
 from ..imaging.atlas import Atlas, load_atlas
 from ..models.fisher_kolmogorov import Domain
 from .config import network_domain, network_geometry
-from .dataset import encode_labels
 from .refinement import FitGrid
 
 
 @dataclass
 class AtlasGrids:
-    """The atlas, and the network (3 mm) and atlas (1.5 mm) grids with their simulation domains."""
+    """The atlas, and the network (3 mm) and atlas (1.5 mm) grids with their simulation domains (for ``config``)."""
     atlas: Atlas
     net: FitGrid
     fine: FitGrid
+    config: dict
 
 
 def atlas_grids(config: dict) -> AtlasGrids:
     atlas = load_atlas()
     return AtlasGrids(atlas, FitGrid(network_domain(config), network_geometry(atlas, config), None, None),
                       FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm),
-                              atlas.wm.geometry, None, None))
+                              atlas.wm.geometry, None, None), config)
 
 
 def grow_on_atlas(grids: AtlasGrids, parameters: np.ndarray, parallel: bool = True) -> tuple:
@@ -57,36 +57,43 @@ def grow_on_atlas(grids: AtlasGrids, parameters: np.ndarray, parallel: bool = Tr
     Returns
     -------
     truth : (atlas grid) float density
-    t1gd, flair : (atlas grid) bool masks at the case's levels
-    labels : (network grid) uint8 labels (:func:`.dataset.encode_labels`) of the masks taken onto the network grid
+    network, atlas : GridLesion
+        The masks at the case's levels on the atlas grid (``atlas``; labels 2 where truth >= c_T1Gd, 1 where only
+        >= c_FLAIR) and taken onto the network grid the pipeline's way (``network``):
+        :func:`.pipeline.lesion_on_grids`.
     """
-    from .pipeline import lesion_on_grid  # the pipeline's own way onto the network grid
+    from .pipeline import lesion_on_grids  # the pipeline's own way onto the network grid
 
     p = np.asarray(parameters, dtype=np.float64)
     truth = grids.fine.domain.simulate(p[0], p[1], p[2], grids.fine.seed_from(grids.net, p[3:6]), parallel=parallel)
-    t1gd, flair = truth >= p[6], truth >= p[7]
-    wm = grids.atlas.wm
-    on_net = lesion_on_grid(wm.like(t1gd.astype(np.uint8)), wm.like(flair.astype(np.uint8)),
-                                    grids.net.geometry)
-    return truth, t1gd, flair, encode_labels(*on_net)
+    like = grids.atlas.wm.like
+    network, atlas = lesion_on_grids(like((truth >= p[6]).astype(np.uint8)), like((truth >= p[7]).astype(np.uint8)),
+                                     grids.config)
+    return truth, network, atlas
 
 
 def labels_path(folder, split: str, index: int) -> Path:
-    """Where ``Scripts/lmi_grow_atlas.py`` stores the atlas-grown labels of a dataset shard."""
+    """Where ``Scripts/lmi_grow_atlas.py`` stores the atlas-grown labels of a dataset shard: ``labels``, (cases,
+    ni, nj, nk) uint8 on the network grid, and ``atlas_labels``, (cases, ...) uint8 on the atlas grid."""
     return Path(folder) / f"atlas_labels_{split}_{index:05d}.npz"
 
 
-def load_labels(folder, split: str, index: int, cases: int) -> np.ndarray:
-    """(cases, ni, nj, nk) uint8 atlas-grown labels of shard ``index``; InputError if missing or of another size."""
+def load_labels(folder, split: str, index: int, cases: int) -> tuple[np.ndarray, np.ndarray]:
+    """The atlas-grown labels of shard ``index`` on the network grid and on the atlas grid (:func:`labels_path`);
+    InputError if missing, of another size or made before the atlas-grid labels were kept."""
     path = labels_path(folder, split, index)
     if not path.exists():
         raise InputError(f"{path} is missing: make it with Scripts/lmi_grow_atlas.py --data {folder}")
     try:
         with np.load(path) as saved:
             labels = saved["labels"]
+            atlas_labels = saved["atlas_labels"] if "atlas_labels" in saved.files else None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         raise InputError(f"atlas-grown labels {path}: cannot read them ({error})") from error
-    if len(labels) != cases:
+    if atlas_labels is None:
+        raise InputError(f"atlas-grown labels {path} hold no atlas-grid labels (made by an older version): remove "
+                         "the file and make it again with Scripts/lmi_grow_atlas.py")
+    if not len(labels) == len(atlas_labels) == cases:
         raise InputError(f"atlas-grown labels {path}: {len(labels)} cases, the shard holds {cases}; remove the "
                          "file and make it again")
-    return labels
+    return labels, atlas_labels

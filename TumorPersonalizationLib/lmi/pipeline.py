@@ -33,13 +33,12 @@ from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
 from ..registration import RegistrationSettings, register_to_atlas
 from ..stage_timer import StageTimer
 from .config import lmi_dir, mu_bounds, network_domain, network_geometry, network_tissue, target_scaling
-from .dataset import absolute_targets, encode_labels, lesion_centres
+from .dataset import absolute_targets, encode_labels
 from .inputs import crop_labels, network_input
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent, simulate_time_independent
 from .refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid, mask_fit, nearest_domain_voxel,
                          refine_coarse_to_fine)
-from .shape_features import shape_features
-from .seed_features import seed_vectors
+from .lesion_descriptors import GridLesion, features, vectors
 from .shape_regressor import SEED_WEIGHTS_NAME
 from .shape_regressor import WEIGHTS_NAME as SHAPE_WEIGHTS_NAME
 from .shape_regressor import load_seed_regressor, load_shape_regressor, predict_mu, predict_seed_offset
@@ -108,24 +107,37 @@ def load_seed_model(path, network_config: dict):
     return _load_regressor(path, network_config, load_seed_regressor, "seed regressor", "the seed")
 
 
-def shape_mu(shape_model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
-             features: np.ndarray | None = None) -> np.ndarray:
-    """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 2) mu1 (mm), mu2 from their shape descriptors
-    (``features``: their :func:`~.shape_features.shape_features`, when already computed)."""
-    if features is None:
-        features = shape_features(labels, tissue_wm_gm, float(config["grid"]["spacing_mm"]))
-    return predict_mu(shape_model, features)
+def regress(shape_model, seed_model, network: GridLesion, atlas: GridLesion | None = None) -> np.ndarray:
+    """mu1, mu2 and the seed of one lesion from the shape regressors, each reading the inputs it was trained on
+    (:mod:`.lesion_descriptors`: from the lesion on the network grid, ``network``, and on the atlas grid,
+    ``atlas``).
 
+    Returns
+    -------
+    (5,) float
+        mu1 (mm) and mu2 from ``shape_model``, the seed as a network-grid index (the core's centroid plus
+        ``seed_model``'s offset, carried to the network grid when read on the atlas grid); NaN where the model
+        is None.
+    """
+    out = np.full(5, np.nan)
+    models = [m for m in (shape_model, seed_model) if m is not None]
+    names = tuple(dict.fromkeys(n for m in models for n in m.feature_names))
+    values = dict(zip(names, features(names, network, atlas)))
 
-def shape_seed(seed_model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
-               features: np.ndarray | None = None) -> np.ndarray:
-    """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 3) seed (network-grid index): the core's centroid
-    plus the seed regressor's offset (``features`` as in :func:`shape_mu`)."""
-    spacing_mm = float(config["grid"]["spacing_mm"])
-    if features is None:
-        features = shape_features(labels, tissue_wm_gm, spacing_mm)
-    offsets_mm = predict_seed_offset(seed_model, features, seed_vectors(labels, tissue_wm_gm, spacing_mm))
-    return lesion_centres(labels) + offsets_mm / spacing_mm
+    def inputs(model):
+        return np.array([[values[n] for n in model.feature_names]])
+
+    if shape_model is not None:
+        out[:2] = predict_mu(shape_model, inputs(shape_model))[0]
+    if seed_model is not None:
+        seed_vectors, grid = vectors(seed_model.vector_names, network, atlas)
+        lesion = network if grid == "network" else atlas
+        offset_mm = predict_seed_offset(seed_model, inputs(seed_model), seed_vectors[None])[0]
+        seed = lesion.core_centre() + offset_mm / lesion.spacing_mm
+        if lesion is not network:
+            seed = network.geometry.ras_to_index(lesion.geometry.index_to_ras(seed))
+        out[2:5] = seed
+    return out
 
 
 def mask_on_grid(mask: Volume, geometry) -> np.ndarray:
@@ -139,6 +151,18 @@ def lesion_on_grid(t1gd: Volume, flair: Volume, geometry) -> tuple:
     that at the edges)."""
     t1gd_on = mask_on_grid(t1gd, geometry)
     return t1gd_on, mask_on_grid(flair, geometry) | t1gd_on
+
+
+def lesion_on_grids(t1gd_atlas: Volume, flair_atlas: Volume, config: dict) -> tuple[GridLesion, GridLesion]:
+    """T1Gd and FLAIR 0/1 masks on the atlas grid -> the lesion on the network grid (:func:`lesion_on_grid`) and
+    on the atlas grid, each with the atlas' tissue there: what the shape regressors read (:func:`regress`)."""
+    atlas, tissue = load_atlas(), network_tissue(config)
+    t1gd_net, flair_net = lesion_on_grid(t1gd_atlas, flair_atlas, tissue.wm.geometry)
+    network = GridLesion(encode_labels(t1gd_net, flair_net), tissue.wm.array, tissue.gm.array,
+                         float(config["grid"]["spacing_mm"]), tissue.wm.geometry)
+    on_atlas = GridLesion(encode_labels(t1gd_atlas.array, flair_atlas.array), atlas.wm.array, atlas.gm.array,
+                          float(atlas.wm.geometry.spacing_mm[0]), atlas.wm.geometry)
+    return network, on_atlas
 
 
 def patient_fit_grid(tissue: TissueMaps, t1gd: Volume, flair: Volume, registration) -> FitGrid:
@@ -156,21 +180,24 @@ def patient_fit_grid(tissue: TissueMaps, t1gd: Volume, flair: Volume, registrati
 
 
 def predict_labels(model, config: dict, labels: np.ndarray, tissue_wm_gm: np.ndarray,
-                   batch_size: int = 32, shape_model=None, seed_model=None) -> np.ndarray:
+                   batch_size: int = 32, shape_model=None, seed_model=None, atlas_lesions=None) -> np.ndarray:
     """(n, ni, nj, nk) uint8 labels on the network grid -> (n, 5) mu1 (mm), mu2, seed (network-grid index).
 
     From the inverse network ``model``, except mu1 and mu2 when ``shape_model`` (a
     :class:`~.shape_regressor.ShapeRegressor`) is given and the seed when ``seed_model`` (a
-    :class:`~.shape_regressor.SeedRegressor`) is.
+    :class:`~.shape_regressor.SeedRegressor`) is (:func:`regress`; ``atlas_lesions``: the n lesions on the atlas
+    grid, for regressors that read them there).
     """
     predicted = predict_crops(model, config, *crop_labels(labels, int(config["input"]["crop_size"])),
                               tissue_wm_gm, batch_size)
     if shape_model is not None or seed_model is not None:
-        features = shape_features(labels, tissue_wm_gm, float(config["grid"]["spacing_mm"]))
-    if shape_model is not None:
-        predicted[:, :2] = shape_mu(shape_model, config, labels, tissue_wm_gm, features)
-    if seed_model is not None:
-        predicted[:, 2:5] = shape_seed(seed_model, config, labels, tissue_wm_gm, features)
+        spacing_mm, geometry = float(config["grid"]["spacing_mm"]), network_tissue(config).wm.geometry
+        for n, case in enumerate(labels):
+            network = GridLesion(case, tissue_wm_gm[0], tissue_wm_gm[1], spacing_mm, geometry)
+            regressed = regress(shape_model, seed_model, network,
+                                None if atlas_lesions is None else atlas_lesions[n])
+            known = ~np.isnan(regressed)
+            predicted[n, known] = regressed[known]
     return predicted
 
 
@@ -267,7 +294,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     net_geometry = network_geometry(atlas, config)
     t1gd_atlas = registration.to_atlas(observation.t1gd, "nearest")
     flair_atlas = registration.to_atlas(observation.flair, "nearest")
-    t1gd_net, flair_net = lesion_on_grid(t1gd_atlas, flair_atlas, net_geometry)
+    network_lesion, atlas_lesion = lesion_on_grids(t1gd_atlas, flair_atlas, config)
+    t1gd_net, flair_net = network_lesion.labels == 2, network_lesion.labels > 0
     if not t1gd_net.any():
         raise InputError("the T1Gd lesion vanished when warped to the atlas (is it smaller than the 3 mm grid, or "
                          "outside the registered brain?)")
@@ -276,9 +304,10 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     report_progress(0.4, "predicting the growth parameters")
     tissue_net = network_tissue(config)
     wm_gm = np.stack([tissue_net.wm.array, tissue_net.gm.array])
-    labels = encode_labels(t1gd_net, flair_net)[None]
+    labels = network_lesion.labels[None]
     crop_size = int(config["input"]["crop_size"])
-    natural = predict_labels(model, config, labels, wm_gm, shape_model=shape_model, seed_model=seed_model)[0]
+    natural = predict_labels(model, config, labels, wm_gm, shape_model=shape_model, seed_model=seed_model,
+                             atlas_lesions=[atlas_lesion])[0]
     estimate = {"mu1": float(natural[0]), "mu2": float(natural[1]), "seed_index": natural[2:5].tolist(),
                 "mu_from": "shape regressor" if mu_from == "shape" else "inverse network",
                 "seed_from": "seed regressor" if seed_from == "shape" else "inverse network"}
@@ -316,9 +345,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     if in_patient:
         final_grid = patient_fit_grid(patient_tissue, observation.t1gd, observation.flair, registration)
     else:
-        t1gd_fine = t1gd_atlas.array > 0
         final_grid = FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm),
-                             atlas.wm.geometry, t1gd_fine, (flair_atlas.array > 0) | t1gd_fine)
+                             atlas.wm.geometry, atlas_lesion.labels == 2, atlas_lesion.labels > 0)
     net_grid = FitGrid(net_domain, net_geometry, t1gd_net, flair_net)
     if refine_fit:
         timer.start("refinement")

@@ -21,7 +21,7 @@ from scipy import ndimage
 from scipy.optimize import minimize
 
 from ..errors import InputError
-from ..imaging.volume import Geometry
+from ..imaging.volume import Geometry, bounding_box
 from ..models.fisher_kolmogorov import Domain, nearest_voxel
 from .parameters import simulate_time_independent
 
@@ -123,7 +123,7 @@ def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: n
     t1gd, flair = np.asarray(t1gd, bool), np.asarray(flair, bool)
     # Only voxels that can be partly above the lowest level or are observed contribute: crop to their box.
     lowest = min(T1GD_LEVELS[0], FLAIR_LEVELS[0])
-    box = _bounding_box((density >= 0.5 * lowest) | flair | t1gd, margin=2, shape=density.shape)
+    box = bounding_box((density >= 0.5 * lowest) | flair | t1gd, 2)
     c = np.asarray(density[box], dtype=np.float64)
     outside = None
     if inside is not None:
@@ -145,15 +145,6 @@ def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: n
     best_t1, best_fl = int(np.argmax(dice_t1)), int(np.argmax(dice_fl))
     return Fit(objective, float(dice_t1[best_t1]), float(dice_fl[best_fl]),
                float(T1GD_LEVELS[best_t1]), float(FLAIR_LEVELS[best_fl]))
-
-
-def _bounding_box(mask: np.ndarray, margin: int, shape) -> tuple:
-    if not mask.any():
-        return tuple(slice(0, n) for n in shape)
-    corners = np.argwhere(mask)
-    low = np.maximum(corners.min(axis=0) - margin, 0)
-    high = np.minimum(corners.max(axis=0) + margin + 1, shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 SIMPLEX_STEPS = np.array([0.1, 0.2, 1.0, 1.0, 1.0])

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..imaging.volume import bounding_box
 from .shape_features import DOMAIN_MIN_WM_PLUS_GM
 
 VECTOR_NAMES = (
@@ -39,14 +40,6 @@ VECTOR_NAMES = (
 )
 
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple:
-    """Slices of the mask's bounding box grown by ``margin`` voxels, clipped to the array."""
-    points = np.argwhere(mask)
-    low = np.maximum(points.min(axis=0) - margin, 0)
-    high = np.minimum(points.max(axis=0) + margin + 1, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
-
-
 def case_vectors(labels: np.ndarray, wm: np.ndarray, gm: np.ndarray, spacing_mm: float) -> np.ndarray:
     """The :data:`VECTOR_NAMES` of one case: (len(VECTOR_NAMES), 3) float64 offsets from the core's centroid in
     mm, along the grid's index axes. Takes what :func:`.shape_features.case_features` takes (uint8 labels, WM and
@@ -54,15 +47,18 @@ def case_vectors(labels: np.ndarray, wm: np.ndarray, gm: np.ndarray, spacing_mm:
     if not (labels == 2).any():
         raise InputError("the T1Gd mask is empty on the network grid: no seed to place")
     # Everything lies within the lesion's box grown by the ball's radius: computing there is ~10x cheaper. The
-    # core's depth is exact already in the box grown by one voxel (its faces are outside the core).
-    near = _bounding_box(labels >= 1, 1)
+    # depths are exact already in the box grown by one voxel (its faces are outside the lesion): the nearest
+    # outside voxel beyond that box is never nearer than its projection onto the box's faces.
+    near = bounding_box(labels >= 1, 1)
     near_core_depth = ndimage.distance_transform_edt(labels[near] == 2)
+    near_lesion_depth = ndimage.distance_transform_edt(labels[near] >= 1)
     core_depth_max = near_core_depth.max()
-    box = _bounding_box(labels >= 1, int(np.ceil(2.0 * core_depth_max)) + 2)
+    box = bounding_box(labels >= 1, int(np.ceil(2.0 * core_depth_max)) + 2)
     labels, wm, gm = labels[box], np.asarray(wm[box], np.float64), np.asarray(gm[box], np.float64)
     core, lesion = labels == 2, labels >= 1
-    core_depth = np.zeros(labels.shape)
-    core_depth[tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(near, box))] = near_core_depth
+    near_in_box = tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(near, box))
+    core_depth, lesion_depth = np.zeros(labels.shape), np.zeros(labels.shape)
+    core_depth[near_in_box], lesion_depth[near_in_box] = near_core_depth, near_lesion_depth
     positions = np.indices(labels.shape, dtype=np.float64).reshape(3, -1)
     centre = positions[:, core.ravel()].mean(axis=1)
 
@@ -70,7 +66,6 @@ def case_vectors(labels: np.ndarray, wm: np.ndarray, gm: np.ndarray, spacing_mm:
         total = weights.sum()
         return (positions @ weights.ravel()) / total - centre if total > 0 else np.zeros(3)
 
-    lesion_depth = ndimage.distance_transform_edt(lesion)
     shell = ndimage.binary_dilation(lesion) & ~lesion
     rim = lesion & ~core
     ball = np.sum((positions - centre[:, None]) ** 2, axis=0).reshape(labels.shape) <= (2.0 * core_depth_max) ** 2

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..imaging.volume import bounding_box
 
 FEATURE_NAMES = (
     "core_log_ml", "core_wm", "core_gm", "lesion_log_ml", "lesion_wm", "lesion_gm",
@@ -85,9 +86,13 @@ def case_features(labels: np.ndarray, wm: np.ndarray, gm: np.ndarray, spacing_mm
     -------
     (len(FEATURE_NAMES),) float64
     """
-    core, lesion = labels == 2, labels >= 1
-    if not core.any():
+    if not (labels == 2).any():
         raise InputError("the T1Gd mask is empty on the network grid: no shape to describe")
+    # Every feature lives within one voxel of the lesion: on its box grown by two voxels the values are the same
+    # as on the whole grid, ~30x cheaper on the atlas' 1.5 mm grid.
+    box = bounding_box(labels >= 1, 2)
+    labels, wm, gm = labels[box], wm[box], gm[box]
+    core, lesion = labels == 2, labels >= 1
     voxel_ml = spacing_mm ** 3 / 1000.0
     features = []
     for mask in (core, lesion):

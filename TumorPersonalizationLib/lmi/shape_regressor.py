@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .lesion_descriptors import grids_of
 from .seed_features import VECTOR_NAMES
 from .shape_features import FEATURE_NAMES
 from .weights import load_state, read_weights_file
@@ -205,27 +206,36 @@ def fit_seed(settings: dict, train: tuple, val: tuple, log=print) -> tuple[SeedR
     return model, summary
 
 
-def _load(path, what: str, section: str, names: dict, build) -> tuple[nn.Module, dict]:
-    """Weights written by ``Scripts/lmi_train_shape.py`` into ``build(hidden)``, checked against the input
-    ``names`` this version computes (``{key in the file: names}``)."""
-    saved = read_weights_file(path, {"state_dict", "config", *names}, f"{what} weights")
-    if any(tuple(saved[key]) != value for key, value in names.items()):
-        raise InputError(f"{what} weights {path}: trained on other features than this version computes")
-    model = build(int(saved["config"].get(section, DEFAULT_SETTINGS)["hidden"]))
+def _load(path, what: str, section: str, bases: dict, build) -> tuple[nn.Module, dict]:
+    """Weights written by ``Scripts/lmi_train_shape.py`` into ``build(hidden, *input counts)``; the input names
+    they were trained on (``{key in the file: the names this version computes from}``, e.g. ``feature_names``)
+    are checked (:func:`.lesion_descriptors.grids_of`) and set on the model as attributes of the same keys."""
+    saved = read_weights_file(path, {"state_dict", "config", *bases}, f"{what} weights")
+    names = {}
+    for key, base in bases.items():
+        names[key] = tuple(str(n) for n in saved[key])
+        try:
+            grids_of(names[key], base, key)
+        except InputError as error:
+            raise InputError(f"{what} weights {path}: trained on other inputs than this version computes "
+                             f"({error})") from None
+    model = build(int(saved["config"].get(section, DEFAULT_SETTINGS)["hidden"]), *(len(n) for n in names.values()))
     load_state(model, saved, path, f"{what} weights")
+    for key, value in names.items():
+        setattr(model, key, value)
     return model, saved["config"]
 
 
 def load_shape_regressor(path) -> tuple[ShapeRegressor, dict]:
-    """Load weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode and the config it was trained
-    with."""
+    """Load weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode (its ``feature_names`` set)
+    and the config it was trained with."""
     return _load(path, "shape regressor", "shape_regressor", {"feature_names": FEATURE_NAMES},
-                 lambda hidden: ShapeRegressor(len(FEATURE_NAMES), hidden))
+                 lambda hidden, n_features: ShapeRegressor(n_features, hidden))
 
 
 def load_seed_regressor(path) -> tuple[SeedRegressor, dict]:
-    """Load seed regressor weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode and the config
-    it was trained with."""
+    """Load seed regressor weights written by ``Scripts/lmi_train_shape.py``: the model in eval mode (its
+    ``feature_names`` and ``vector_names`` set) and the config it was trained with."""
     return _load(path, "seed regressor", "seed_regressor",
                  {"feature_names": FEATURE_NAMES, "vector_names": VECTOR_NAMES},
-                 lambda hidden: SeedRegressor(len(FEATURE_NAMES), len(VECTOR_NAMES), hidden))
+                 lambda hidden, n_features, n_vectors: SeedRegressor(n_features, n_vectors, hidden))
