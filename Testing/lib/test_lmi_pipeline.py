@@ -285,10 +285,10 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
 
 
 def test_shipped_estimators_recover_a_simulated_lesion_and_each_replaces_only_its_own_part():
-    """A lesion simulated with known mu1, mu2 and seed on the network grid: the shipped shape regressor's mu and
+    """A lesion simulated with known mu1, mu2 and seed in the atlas: the shipped shape regressor's mu and
     seed regressor's seed are close to the truth, and each changes only its own part of the network's estimate."""
+    from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas
     from TumorPersonalizationLib.lmi.config import network_tissue
-    from TumorPersonalizationLib.lmi.dataset import encode_labels
     from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights, default_weights,
                                                       load_seed_model, load_shape_model, predict_labels)
     from TumorPersonalizationLib.lmi.training import load_network
@@ -296,18 +296,18 @@ def test_shipped_estimators_recover_a_simulated_lesion_and_each_replaces_only_it
     model, config = load_network(default_weights())
     shape_model = load_shape_model(default_shape_weights(), config)
     seed_model = load_seed_model(default_seed_weights(), config)
-    domain = network_domain(config)
     tissue = network_tissue(config)
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     mu1, mu2, seed = 12.0, 3.0, np.array([40.0, 30.0, 40.0])
-    truth = domain.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), seed)
-    labels = encode_labels(truth >= 0.7, truth >= 0.25)[None]
+    # Grown on the atlas grid, as a patient's masks arrive there; the regressors read it there and on the 3 mm grid.
+    _, network, on_atlas = grow_on_atlas(atlas_grids(config), [*from_time_independent(mu1, mu2), *seed, 0.7, 0.25])
+    labels = network.labels[None]
     network_only = predict_labels(model, config, labels, wm_gm)[0]
-    combined = predict_labels(model, config, labels, wm_gm, shape_model=shape_model)[0]
+    combined = predict_labels(model, config, labels, wm_gm, shape_model=shape_model, atlas_lesions=[on_atlas])[0]
     assert np.array_equal(combined[2:], network_only[2:])
     assert np.linalg.norm(combined[2:] - seed) * 3.0 < 10.0  # mm
     assert abs(np.log(combined[0] / mu1)) < 0.3 and abs(np.log(combined[1] / mu2)) < 0.2, combined[:2]
-    seeded = predict_labels(model, config, labels, wm_gm, seed_model=seed_model)[0]
+    seeded = predict_labels(model, config, labels, wm_gm, seed_model=seed_model, atlas_lesions=[on_atlas])[0]
     assert np.array_equal(seeded[:2], network_only[:2])
     assert np.linalg.norm(seeded[2:] - seed) * 3.0 < 6.0  # mm
     with pytest.raises(InputError, match="seed regressor weights .* not found"):
