@@ -215,8 +215,7 @@ def test_features_do_not_depend_on_where_the_lesion_lies_in_the_grid():
 
 
 def _ball_on(geometry, centre_ras, radius_core_mm, radius_lesion_mm):
-    from TumorPersonalizationLib.imaging.volume import Geometry  # noqa: F401 (the geometry's type)
-
+    """Labels of two concentric balls (radii in mm) around a RAS point on a grid's voxel centres."""
     ras = geometry.index_to_ras(np.moveaxis(np.indices(geometry.shape), 0, -1).astype(np.float64))
     d = np.linalg.norm(ras - np.asarray(centre_ras), axis=-1)
     return (d <= radius_lesion_mm).astype(np.uint8) + (d <= radius_core_mm).astype(np.uint8)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..imaging.volume import Geometry
 from .seed_features import VECTOR_NAMES, case_vectors
 from .shape_features import FEATURE_NAMES, case_features
 
@@ -43,7 +44,7 @@ class GridLesion:
     wm: np.ndarray
     gm: np.ndarray
     spacing_mm: float
-    geometry: object = None
+    geometry: Geometry | None = None
 
     def __post_init__(self):
         if not np.shape(self.labels) == np.shape(self.wm) == np.shape(self.gm):

@@ -45,7 +45,7 @@ def case_vectors(labels: np.ndarray, wm: np.ndarray, gm: np.ndarray, spacing_mm:
     mm, along the grid's index axes. Takes what :func:`.shape_features.case_features` takes (uint8 labels, WM and
     GM probabilities on their grid, the isotropic voxel size in mm)."""
     if not (labels == 2).any():
-        raise InputError("the T1Gd mask is empty on the network grid: no seed to place")
+        raise InputError("the T1Gd mask is empty on this grid: no seed to place")
     # Everything lies within the lesion's box grown by the ball's radius: computing there is ~10x cheaper. The
     # depths are exact already in the box grown by one voxel (its faces are outside the lesion): the nearest
     # outside voxel beyond that box is never nearer than its projection onto the box's faces.
