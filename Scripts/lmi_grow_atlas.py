@@ -2,8 +2,8 @@
 
 For each dataset shard ``{split}_NNNNN.npz`` this writes ``atlas_labels_{split}_NNNNN.npz``: the labels of the
 same cases regrown from their parameters at the atlas' resolution, on the atlas grid and taken onto the network
-grid (see ``TumorPersonalizationLib/lmi/atlas_growth.py`` for why; ~1.5 MB per shard of 100). ``Scripts/lmi_train_shape.py`` trains the shape regressor
-on them when the config's ``shape_regressor.labels`` is ``"atlas"``. About 0.26 s per case on one core (the
+grid (see ``TumorPersonalizationLib/lmi/atlas_growth.py`` for why; ~0.7 MB per shard of 100).
+``Scripts/lmi_train_shape.py`` trains the shape regressor on them when the config's ``shape_regressor.labels`` is ``"atlas"``. About 0.26 s per case on one core (the
 14,800 + 400 cases in ~35 min on 2 cores); parallel and resumable (each file is written whole when its shard is
 done; a new run makes only the missing ones).
 

@@ -22,8 +22,8 @@ joins the mu regressor's training set: the misalignment a registration leaves be
 atlas' tissue. The seed regressor trains on the cases as they are (the seed of a warped case is not defined).
 
 The shape features and seed vectors of every training and validation case are computed first (one process per
-core, ~35 ms per case on the network grid, ~0.15 s more on the atlas grid) and kept in the dataset folder (``shape_features_{labels}_{split}.npz``), so a second run
-only trains (seconds to a minute).
+core, ~35 ms per case on the network grid, ~0.1 s more on the atlas grid) and kept in the dataset folder
+(``shape_features_{labels}_{split}.npz``), so a second run only trains (seconds to a minute).
 """
 from __future__ import annotations
 
@@ -47,10 +47,9 @@ from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.files import atomic_path  # noqa: E402
 from TumorPersonalizationLib.lmi import atlas_growth, dataset, label_warp  # noqa: E402
 from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
-from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
 from TumorPersonalizationLib.lmi import lesion_descriptors  # noqa: E402
-from TumorPersonalizationLib.lmi.config import network_tissue  # noqa: E402
-from TumorPersonalizationLib.lmi.lesion_descriptors import GridLesion, feature_names, vector_names  # noqa: E402
+from TumorPersonalizationLib.lmi.lesion_descriptors import feature_names, vector_names  # noqa: E402
+from TumorPersonalizationLib.lmi.pipeline import lesion_on_atlas_grid, lesion_on_network_grid  # noqa: E402
 from TumorPersonalizationLib.lmi.shape_regressor import (DEFAULT_SETTINGS, SEED_WEIGHTS_NAME,  # noqa: E402
                                                          WEIGHTS_NAME, fit, fit_seed)
 
@@ -91,10 +90,9 @@ def _features_of_shard(path: Path, split: str, index: int, inputs: Inputs) -> di
     if inputs.source == "atlas":
         labels, atlas_labels = atlas_growth.load_labels(path.parent, split, index, len(labels))
     config, augment = inputs.config, inputs.augment
-    spacing_mm, tissue, atlas = float(config["grid"]["spacing_mm"]), network_tissue(config), load_atlas()
     if augment is not None:
-        bank = _bank(labels.shape[1:], int(augment["fields"]), float(augment["smoothness_mm"]), spacing_mm,
-                     int(augment["seed"]))
+        bank = _bank(labels.shape[1:], int(augment["fields"]), float(augment["smoothness_mm"]),
+                     float(config["grid"]["spacing_mm"]), int(augment["seed"]))
         rng = np.random.default_rng([int(augment["seed"]), index])
         labels = np.stack([label_warp.warp_randomly(case, bank, tuple(augment["amplitude_mm"]), rng)
                            for case in labels])
@@ -106,10 +104,8 @@ def _features_of_shard(path: Path, split: str, index: int, inputs: Inputs) -> di
         # patient): such a case has no shape to learn from; its row stays NaN and is left out of training.
         if not (labels[case] == 2).any():
             continue
-        network = GridLesion(labels[case], tissue.wm.array, tissue.gm.array, spacing_mm, tissue.wm.geometry)
-        on_atlas = None if atlas_labels is None else GridLesion(
-            atlas_labels[case], atlas.wm.array, atlas.gm.array, float(atlas.wm.geometry.spacing_mm[0]),
-            atlas.wm.geometry)
+        network = lesion_on_network_grid(labels[case], config)
+        on_atlas = None if atlas_labels is None else lesion_on_atlas_grid(atlas_labels[case])
         out["features"][case] = lesion_descriptors.features(inputs.feature_names, network, on_atlas)
         if augment is None:
             out["vectors"][case], grid = lesion_descriptors.vectors(inputs.vector_names, network, on_atlas)

@@ -153,16 +153,26 @@ def lesion_on_grid(t1gd: Volume, flair: Volume, geometry) -> tuple:
     return t1gd_on, mask_on_grid(flair, geometry) | t1gd_on
 
 
+def lesion_on_network_grid(labels: np.ndarray, config: dict) -> GridLesion:
+    """(ni, nj, nk) uint8 labels on the network grid -> the lesion there, with the atlas' tissue on that grid."""
+    tissue = network_tissue(config)
+    return GridLesion(labels, tissue.wm.array, tissue.gm.array, float(config["grid"]["spacing_mm"]),
+                      tissue.wm.geometry)
+
+
+def lesion_on_atlas_grid(labels: np.ndarray) -> GridLesion:
+    """(ni, nj, nk) uint8 labels on the atlas grid -> the lesion there, with the atlas' tissue."""
+    atlas = load_atlas()
+    return GridLesion(labels, atlas.wm.array, atlas.gm.array, float(atlas.wm.geometry.spacing_mm[0]),
+                      atlas.wm.geometry)
+
+
 def lesion_on_grids(t1gd_atlas: Volume, flair_atlas: Volume, config: dict) -> tuple[GridLesion, GridLesion]:
     """T1Gd and FLAIR 0/1 masks on the atlas grid -> the lesion on the network grid (:func:`lesion_on_grid`) and
     on the atlas grid, each with the atlas' tissue there: what the shape regressors read (:func:`regress`)."""
-    atlas, tissue = load_atlas(), network_tissue(config)
-    t1gd_net, flair_net = lesion_on_grid(t1gd_atlas, flair_atlas, tissue.wm.geometry)
-    network = GridLesion(encode_labels(t1gd_net, flair_net), tissue.wm.array, tissue.gm.array,
-                         float(config["grid"]["spacing_mm"]), tissue.wm.geometry)
-    on_atlas = GridLesion(encode_labels(t1gd_atlas.array, flair_atlas.array), atlas.wm.array, atlas.gm.array,
-                          float(atlas.wm.geometry.spacing_mm[0]), atlas.wm.geometry)
-    return network, on_atlas
+    on_network = lesion_on_grid(t1gd_atlas, flair_atlas, network_tissue(config).wm.geometry)
+    return (lesion_on_network_grid(encode_labels(*on_network), config),
+            lesion_on_atlas_grid(encode_labels(t1gd_atlas.array, flair_atlas.array)))
 
 
 def patient_fit_grid(tissue: TissueMaps, t1gd: Volume, flair: Volume, registration) -> FitGrid:
@@ -191,10 +201,8 @@ def predict_labels(model, config: dict, labels: np.ndarray, tissue_wm_gm: np.nda
     predicted = predict_crops(model, config, *crop_labels(labels, int(config["input"]["crop_size"])),
                               tissue_wm_gm, batch_size)
     if shape_model is not None or seed_model is not None:
-        spacing_mm, geometry = float(config["grid"]["spacing_mm"]), network_tissue(config).wm.geometry
         for n, case in enumerate(labels):
-            network = GridLesion(case, tissue_wm_gm[0], tissue_wm_gm[1], spacing_mm, geometry)
-            regressed = regress(shape_model, seed_model, network,
+            regressed = regress(shape_model, seed_model, lesion_on_network_grid(case, config),
                                 None if atlas_lesions is None else atlas_lesions[n])
             known = ~np.isnan(regressed)
             predicted[n, known] = regressed[known]
