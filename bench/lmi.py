@@ -6,7 +6,8 @@
    pipeline's way. Each estimate is simulated on the atlas grid (as the pipeline does) and compared with the truth:
    mean absolute error of the density within WM, GM and CSF (hard labels of the atlas maps) and Dice of
    {c >= level} at 0.01, 0.1 and 0.8 (the thesis' table, chapter 7), overall and by FLAIR volume. The first
-   ``--refine-cases`` cases are also refined (Nelder-Mead on the network grid, at most ``--refine-evaluations``
+   ``--refine-cases`` cases (from case ``--refine-start`` on, so that a long run can be split across sessions and
+   its ``--json`` rows joined) are also refined (Nelder-Mead on the network grid, at most ``--refine-evaluations``
    simulations, then on the atlas grid, ``--refine-fine-evaluations``) and scored the same way. With
    ``--ablation-cases N``, the first N cases are also scored with true values swapped in for some of the
    network's (mu1, mu2, seed): which estimate costs the most Dice.
@@ -15,7 +16,8 @@
 
 Usage::
 
-    python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--workers 2] [--ablation-cases 100]
+    python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--refine-start 0] [--workers 2]
+                        [--ablation-cases 100]
                         [--refine-evaluations 300] [--refine-fine-evaluations 120] [--mu-from shape|network]
                         [--seed-from shape|network] [--skip-e2e] [--json out.json]
 
@@ -99,15 +101,15 @@ class AtlasCases:
     ``regressed``, (5,) mu1, mu2 and seed from the shape regressors (``regressors``: their weights, either None to
     leave it NaN; :func:`.pipeline.regress`, reading the lesion on both grids), and ``regress_s``, its seconds.
     ``score(indices)``: (n, columns) of :meth:`columns`: the network's estimate (``predicted``), the refined one
-    (cases below ``refine_cases``) and the ABLATIONS (cases below ``ablation_cases``), each simulated on the
+    (the cases in the range ``refined``) and the ABLATIONS (cases below ``ablation_cases``), each simulated on the
     atlas grid and scored against the truth; NaN where not computed."""
 
-    def __init__(self, data_dir, config: dict, cases: int, parallel: bool, predicted=None, refine_cases: int = 0,
+    def __init__(self, data_dir, config: dict, cases: int, parallel: bool, predicted=None, refined=range(0),
                  evaluations: int = DEFAULT_EVALUATIONS, fine_evaluations: int = FINE_EVALUATIONS,
                  ablation_cases: int = 0, regressors=(None, None)):
         self.data_dir, self.config, self.cases, self.parallel = data_dir, config, cases, parallel
         self.regressors = regressors
-        self.predicted, self.refine_cases, self.ablation_cases = predicted, refine_cases, ablation_cases
+        self.predicted, self.refined, self.ablation_cases = predicted, refined, ablation_cases
         self.evaluations, self.fine_evaluations = evaluations, fine_evaluations
         self._state = None
 
@@ -167,7 +169,7 @@ class AtlasCases:
             mu1, mu2, *seed = self.predicted[i]
             seed = nearest_domain_voxel(net.domain.inside, seed)
             row = self._score(self._simulate(mu1, mu2, fine.seed_from(net, seed)), truth)
-            if i < self.refine_cases:
+            if i in self.refined:
                 r = refine_coarse_to_fine(
                     FitGrid(net.domain, net.geometry, labels == 2, labels > 0),
                     FitGrid(fine.domain, fine.geometry, t1gd, flair), mu1, mu2, seed, evaluations=self.evaluations,
@@ -270,22 +272,25 @@ def test_set(args, model, config) -> dict:
         print(f"  (the inverse network's own estimate: median relative error mu1 "
               f"{np.median(network_errors[:, 0]):.3f}, mu2 {np.median(network_errors[:, 1]):.3f}; seed error "
               f"median {np.median(network_errors[:, 2]):.1f} mm, mean {network_errors[:, 2].mean():.1f} mm)")
-    k = min(args.refine_cases, n)
-    cases = AtlasCases(args.data, config, n, parallel, predicted, k, args.refine_evaluations,
+    refined = range(min(args.refine_start, n), min(args.refine_start + args.refine_cases, n))
+    k, first = len(refined), refined.start
+    cases = AtlasCases(args.data, config, n, parallel, predicted, refined, args.refine_evaluations,
                        args.refine_fine_evaluations, min(args.ablation_cases, n))
     table = _run_chunks(cases, "score", args.workers, n, "scored")
     columns = AtlasCases.columns()
     results = {"network": _mean_scores(table, columns, "network ")}
     shown = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}
     if k:
-        subset = table[:k]
+        subset = table[first:first + k]
         results["network_subset"] = _mean_scores(subset, columns, "network ")
         results["refined_subset"] = _mean_scores(subset, columns, "refined ")
-        results["refinement"] = {"cases": k, **{name: float(subset[:, columns.index(name)].mean()) for name in (
-            "evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
-            "objective fine start", "objective fine end")}}
-        shown[f"network (first {k})"] = results["network_subset"]
-        shown[f"refined (first {k})"] = results["refined_subset"]
+        results["refinement"] = {"cases": k, "first_case": first, **{
+            name: float(subset[:, columns.index(name)].mean()) for name in (
+                "evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
+                "objective fine start", "objective fine end")}}
+        which = f"first {k}" if not first else f"cases {first}-{first + k - 1}"
+        shown[f"network ({which})"] = results["network_subset"]
+        shown[f"refined ({which})"] = results["refined_subset"]
     if args.ablation_cases:
         m = min(args.ablation_cases, n)
         ablation = {"network": _mean_scores(table[:m], columns, "network ")}
@@ -298,19 +303,20 @@ def test_set(args, model, config) -> dict:
                              "seed_error_mm_median": float(np.median(seed_mm)),
                              "seed_error_mm_mean": float(seed_mm.mean())}
     if k:
-        refined = {key: table[:k, columns.index(key)] for key in REFINED_PARAMETER_KEYS}
+        errors_after = {key: subset[:, columns.index(key)] for key in REFINED_PARAMETER_KEYS}
         results["parameters"].update(
-            refined_mu1_median_relative_error=float(np.median(refined["refined mu1 relative error"])),
-            refined_mu2_median_relative_error=float(np.median(refined["refined mu2 relative error"])),
-            refined_seed_error_mm_median=float(np.median(refined["refined seed error mm"])))
+            refined_mu1_median_relative_error=float(np.median(errors_after["refined mu1 relative error"])),
+            refined_mu2_median_relative_error=float(np.median(errors_after["refined mu2 relative error"])),
+            refined_seed_error_mm_median=float(np.median(errors_after["refined seed error mm"])))
         print(f"refined ({k} cases): median relative error mu1 "
               f"{results['parameters']['refined_mu1_median_relative_error']:.3f}, mu2 "
               f"{results['parameters']['refined_mu2_median_relative_error']:.3f}; seed error median "
               f"{results['parameters']['refined_seed_error_mm_median']:.1f} mm (network on these: mu1 "
-              f"{np.median(rel[:k, 0]):.3f}, mu2 {np.median(rel[:k, 1]):.3f}, seed {np.median(seed_mm[:k]):.1f} mm)")
+              f"{np.median(rel[refined, 0]):.3f}, mu2 {np.median(rel[refined, 1]):.3f}, seed "
+              f"{np.median(seed_mm[refined]):.1f} mm)")
     flair_ml = (labels > 0).reshape(n, -1).sum(axis=1) * np.prod(tissue.wm.geometry.spacing_mm) / 1000.0
-    results["by_flair_volume"] = _by_volume(table, columns, flair_ml, k)
-    results["dice_where_true_region_at_least_1_ml"] = _dice_where_region(table, columns, k)
+    results["by_flair_volume"] = _by_volume(table, columns, flair_ml, refined)
+    results["dice_where_true_region_at_least_1_ml"] = _dice_where_region(table, columns, refined)
     results["cases"] = {"columns": columns, "rows": table.tolist()}  # NaN -> null when written
     print_table("Held-out synthetic test set (atlas space, scored on the atlas' 1.5 mm grid)", shown)
     if k:
@@ -318,7 +324,7 @@ def test_set(args, model, config) -> dict:
     return results
 
 
-def _dice_where_region(table: np.ndarray, columns: list, refined: int, min_ml: float = 1.0) -> dict:
+def _dice_where_region(table: np.ndarray, columns: list, refined: range, min_ml: float = 1.0) -> dict:
     """Dice per level over the cases whose true {c >= level} holds at least ``min_ml``: a near miss of a region of
     a few voxels (or of none: a diffuse tumor may never reach 0.8) scores Dice 0 and weighs on the mean as much as
     a large tumor missed entirely."""
@@ -329,15 +335,15 @@ def _dice_where_region(table: np.ndarray, columns: list, refined: int, min_ml: f
         out[name] = {"cases": int(keep.sum()),
                      "network": float(table[keep, columns.index(f"network {name}")].mean())}
         if refined:
-            out[name]["refined"] = float(table[:refined][keep[:refined], columns.index(f"refined {name}")].mean())
-            out[name]["refined_cases"] = int(keep[:refined].sum())
+            out[name]["refined"] = float(table[refined][keep[refined], columns.index(f"refined {name}")].mean())
+            out[name]["refined_cases"] = int(keep[refined].sum())
     print(f"\nDice over the cases whose true region holds >= {min_ml:g} mL: " + "; ".join(
         f"{name} {v['cases']} cases, network {v['network']:.3f}" + (f", refined {v['refined']:.3f}" if refined else "")
         for name, v in out.items()))
     return out
 
 
-def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: int) -> dict:
+def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: range) -> dict:
     """Mean scores per tercile of the FLAIR volume (as the network sees it, 3 mm grid): small lesions are harder."""
     edges = np.percentile(flair_ml, [0, 100 / 3, 200 / 3, 100])
     tercile = np.digitize(flair_ml, edges[1:-1])
@@ -346,8 +352,8 @@ def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: 
         rows = tercile == t
         name = f"FLAIR {low:.0f}-{high:.0f} mL"
         out[name] = {"cases": int(rows.sum()), "network": _mean_scores(table[rows], columns, "network ")}
-        if refined and rows[:refined].any():
-            out[name]["refined"] = _mean_scores(table[:refined][rows[:refined]], columns, "refined ")
+        if refined and rows[refined].any():
+            out[name]["refined"] = _mean_scores(table[refined][rows[refined]], columns, "refined ")
     print("\nDice 0.01 / 0.1 / 0.8 by FLAIR volume")
     for name, values in out.items():
         line = "  ".join(f"{kind} " + " / ".join(f"{values[kind][f'Dice {lv:g}']:.3f}" for lv in LEVELS)
@@ -406,6 +412,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed-weights", type=Path, default=default_seed_weights())
     parser.add_argument("--cases", type=int, default=600)
     parser.add_argument("--refine-cases", type=int, default=40)
+    parser.add_argument("--refine-start", type=int, default=0, help="first case to refine (split a long run)")
     parser.add_argument("--refine-evaluations", type=int, default=DEFAULT_EVALUATIONS,
                         help="simulations of the refinement on the network grid")
     parser.add_argument("--refine-fine-evaluations", type=int, default=FINE_EVALUATIONS,

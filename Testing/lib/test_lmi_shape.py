@@ -39,8 +39,49 @@ def test_fit_learns_a_known_function():
     x = rng.normal(size=(600, 4))
     mu = np.exp(np.column_stack([0.5 * x[:, 0] + 2.0, 0.3 * x[:, 1] * x[:, 2] + 1.0]))
     _, summary = fit(dict(DEFAULT_SETTINGS, steps=1500), x[:500], mu[:500], x[500:], mu[500:], log=lambda *_: None)
-    assert summary["loss_curve"][-1]["train_loss"] < 0.2 * summary["loss_curve"][0]["train_loss"]
+    assert summary["loss_curves"][0][-1]["train_loss"] < 0.2 * summary["loss_curves"][0][0]["train_loss"]
     assert summary["val_median_abs_log_error"]["mu1"] < 0.05
+
+
+def test_members_are_trained_apart_and_averaged(tmp_path):
+    """Three members from three seeds differ; the ensemble's output is their mean, so its absolute error, case by
+    case, is at most the members' mean absolute error (triangle inequality), and the weights file loads back into
+    an ensemble of three that predicts the same (and a file of one bare regressor, written before ensembles, as one
+    member)."""
+    import torch
+
+    from TumorPersonalizationLib.lmi.shape_regressor import MemberMean, load_shape_regressor, predict_mu
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 4))
+    mu = np.exp(np.column_stack([0.5 * x[:, 0] + 2.0, np.sin(2.0 * x[:, 1]) + 1.0]) + rng.normal(0, 0.1, (400, 2)))
+    settings = dict(DEFAULT_SETTINGS, steps=300, members=3)
+    model, summary = fit(settings, x[:300], mu[:300], x[300:], mu[300:], log=lambda *_: None)
+    assert isinstance(model, MemberMean) and len(model.members) == 3 and summary["members"] == 3
+    members = [np.log(predict_mu(m, x[300:])) for m in model.members]
+    assert not np.allclose(members[0], members[1], atol=1e-3)
+    mean = np.log(predict_mu(model, x[300:]))
+    assert np.allclose(mean, np.mean(members, axis=0), atol=1e-5)
+    truth = np.log(mu[300:])
+    assert np.all(np.abs(mean - truth) <= np.mean([np.abs(m - truth) for m in members], axis=0) + 1e-6)
+    assert len(summary["val_median_abs_log_error_of_each_member"]) == 3
+    config = {"shape_regressor": settings}
+    torch.save({"state_dict": model.state_dict(), "config": config, "feature_names": list(FEATURE_NAMES[:4])},
+               tmp_path / "ensemble.pt")
+    loaded, _ = load_shape_regressor(tmp_path / "ensemble.pt")
+    assert len(loaded.members) == 3 and np.allclose(np.log(predict_mu(loaded, x[300:])), mean, atol=1e-6)
+    torch.save({"state_dict": model.state_dict(), "config": {"shape_regressor": dict(settings, members=2)},
+                "feature_names": list(FEATURE_NAMES[:4])}, tmp_path / "mismatch.pt")
+    with pytest.raises(InputError, match="do not fit"):
+        load_shape_regressor(tmp_path / "mismatch.pt")
+    with pytest.raises(InputError, match="members"):
+        fit(dict(settings, members=0), x[:300], mu[:300], x[300:], mu[300:], log=lambda *_: None)
+    # A file written before ensembles: one bare regressor's state, no "members" in its config section.
+    single = {key: value for key, value in settings.items() if key != "members"}
+    torch.save({"state_dict": model.members[1].state_dict(), "config": {"shape_regressor": single},
+                "feature_names": list(FEATURE_NAMES[:4])}, tmp_path / "single.pt")
+    loaded, _ = load_shape_regressor(tmp_path / "single.pt")
+    assert len(loaded.members) == 1 and np.allclose(np.log(predict_mu(loaded, x[300:])), members[1], atol=1e-6)
 
 
 def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pipeline_masks(tmp_path):
@@ -194,7 +235,7 @@ def test_seed_fit_learns_shape_dependent_coefficients():
     _, summary = fit_seed(dict(DEFAULT_SETTINGS, steps=2000), *data, log=lambda *_: None)
     errors = summary["val_seed_error_mm"]
     assert errors["seed regressor"]["median"] < 0.3 * errors["least-squares constant combination"]["median"]
-    assert summary["loss_curve"][-1]["train_loss"] < 0.2 * summary["loss_curve"][0]["train_loss"]
+    assert summary["loss_curves"][0][-1]["train_loss"] < 0.2 * summary["loss_curves"][0][0]["train_loss"]
     with pytest.raises(InputError, match="non-finite"):
         fit_seed(DEFAULT_SETTINGS, (x[:800], vectors[:800], np.full((800, 3), np.nan)), data[1])
 
