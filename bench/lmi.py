@@ -21,6 +21,9 @@ Usage::
                         [--refine-evaluations 300] [--refine-fine-evaluations 120] [--mu-from shape|network]
                         [--seed-from shape|network] [--skip-e2e] [--json out.json]
 
+    python bench/lmi.py --join run1.json run2.json ... [--json joined.json]
+
+``--join`` joins runs that refined different cases (``--refine-start``) and prints their refined cases together.
 ``--mu-from network`` scores the inverse network's own mu1, mu2 (the estimate before the shape regressor),
 ``--seed-from network`` its own seed (before the seed regressor).
 """
@@ -37,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from TumorPersonalizationLib.errors import InputError  # noqa: E402
 from TumorPersonalizationLib.execution import make_executor  # noqa: E402
 from TumorPersonalizationLib.imaging.io import read_volume  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
@@ -324,23 +328,68 @@ def test_set(args, model, config) -> dict:
     return results
 
 
-def _dice_where_region(table: np.ndarray, columns: list, refined: range, min_ml: float = 1.0) -> dict:
+def _dice_where_region(table: np.ndarray, columns: list, refined, min_ml: float = 1.0) -> dict:
     """Dice per level over the cases whose true {c >= level} holds at least ``min_ml``: a near miss of a region of
     a few voxels (or of none: a diffuse tumor may never reach 0.8) scores Dice 0 and weighs on the mean as much as
-    a large tumor missed entirely."""
+    a large tumor missed entirely. ``refined``: the indices of the refined cases."""
     out = {}
     for level in LEVELS:
         keep = table[:, columns.index(f"true mL {level:g}")] >= min_ml
         name = f"Dice {level:g}"
         out[name] = {"cases": int(keep.sum()),
                      "network": float(table[keep, columns.index(f"network {name}")].mean())}
-        if refined:
+        if len(refined):
             out[name]["refined"] = float(table[refined][keep[refined], columns.index(f"refined {name}")].mean())
             out[name]["refined_cases"] = int(keep[refined].sum())
     print(f"\nDice over the cases whose true region holds >= {min_ml:g} mL: " + "; ".join(
         f"{name} {v['cases']} cases, network {v['network']:.3f}" + (f", refined {v['refined']:.3f}" if refined else "")
         for name, v in out.items()))
     return out
+
+
+def join(paths) -> dict:
+    """The per-case rows of runs that refined different cases of the same test set (``--refine-start``), joined:
+    the network's columns from the longest run (InputError unless the runs agree where they overlap), each refined
+    case's from the run that refined it; prints and returns the network's and the refined cases' mean scores, the
+    refinement's means and the refined parameters' median errors."""
+    runs = []
+    for path in paths:
+        try:
+            cases = json.loads(Path(path).read_text())["test_set"]["cases"]
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"--join {path}: not a bench/lmi.py --json result ({error})") from error
+        runs.append((path, cases["columns"], np.array(cases["rows"], dtype=np.float64)))
+    columns = AtlasCases.columns()
+    if any(c != columns for _, c, _ in runs):
+        raise InputError("--join: the runs were written by another version of bench/lmi.py (columns differ)")
+    table = max(runs, key=lambda run: len(run[2]))[2].copy()
+    network = [columns.index(f"network {k}") for k in SCORE_KEYS]
+    refined_columns = [i for i, c in enumerate(columns) if c not in {f"network {k}" for k in SCORE_KEYS}
+                       and not c.startswith("true mL")]
+    for path, _, rows in runs:
+        if not np.allclose(rows[:, network], table[:len(rows), network], equal_nan=True):
+            raise InputError(f"--join {path}: its network scores differ from the others' (another test set or "
+                             "other weights)")
+        done = ~np.isnan(rows[:, columns.index(f"refined {SCORE_KEYS[0]}")])
+        table[np.flatnonzero(done)[:, None], refined_columns] = rows[done][:, refined_columns]
+    refined = np.flatnonzero(~np.isnan(table[:, columns.index(f"refined {SCORE_KEYS[0]}")]))
+    subset = table[refined]
+    results = {"network": _mean_scores(table, columns, "network "), "refined_cases": refined.tolist(),
+               "network_subset": _mean_scores(subset, columns, "network "),
+               "refined_subset": _mean_scores(subset, columns, "refined "),
+               "refinement": {name: float(subset[:, columns.index(name)].mean()) for name in (
+                   "evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
+                   "objective fine start", "objective fine end")},
+               "refined_parameters_median": {key: float(np.median(subset[:, columns.index(key)]))
+                                             for key in REFINED_PARAMETER_KEYS}}
+    results["dice_where_true_region_at_least_1_ml"] = _dice_where_region(table, columns, refined)
+    print_table(f"{len(paths)} runs joined: {len(table)} test cases, {len(refined)} refined",
+                {f"network ({len(table)} cases)": results["network"],
+                 f"network ({len(refined)} refined)": results["network_subset"],
+                 f"refined ({len(refined)})": results["refined_subset"], "thesis (12k cases)": THESIS})
+    print(f"refinement: {results['refinement']}\nrefined parameters, median: {results['refined_parameters_median']}")
+    results["cases"] = {"columns": columns, "rows": table.tolist()}
+    return results
 
 
 def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: range) -> dict:
@@ -352,7 +401,7 @@ def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: 
         rows = tercile == t
         name = f"FLAIR {low:.0f}-{high:.0f} mL"
         out[name] = {"cases": int(rows.sum()), "network": _mean_scores(table[rows], columns, "network ")}
-        if refined and rows[refined].any():
+        if len(refined) and rows[refined].any():
             out[name]["refined"] = _mean_scores(table[refined][rows[refined]], columns, "refined ")
     print("\nDice 0.01 / 0.1 / 0.8 by FLAIR volume")
     for name, values in out.items():
@@ -422,7 +471,14 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-test-set", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--join", type=Path, nargs="+", help="join the --json of runs split by --refine-start "
+                        "(nothing else is run)")
     args = parser.parse_args(argv)
+    if args.join:
+        results = {"test_set": join(args.join)}
+        if args.json:
+            args.json.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
+        return 0
     model, config = load_network(args.weights)
     results = {}
     if not args.skip_test_set:

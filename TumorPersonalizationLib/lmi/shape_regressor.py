@@ -285,14 +285,14 @@ def _load(path, what: str, section: str, bases: dict, build) -> tuple[nn.Module,
             raise InputError(f"{what} weights {path}: trained on other inputs than this version computes "
                              f"({error})") from None
     settings = saved["config"].get(section, DEFAULT_SETTINGS)
+    # Files written before ensembles (sessions 10-17) hold the state of one bare regressor.
+    ensemble = isinstance(saved["state_dict"], dict) and any(str(key).startswith("members.")
+                                                              for key in saved["state_dict"])
     members = [build(int(settings["hidden"]), *(len(n) for n in names.values()))
-               for _ in range(_member_count(settings))]
-    if "members" in settings:
-        model = MemberMean(members)
-        load_state(model, saved, path, f"{what} weights")
-    else:  # written before ensembles (sessions 10-17): the state of one bare regressor
-        load_state(members[0], saved, path, f"{what} weights")
-        model = MemberMean(members)
+               for _ in range(_member_count(settings) if ensemble else 1)]
+    model = MemberMean(members)
+    load_state(model if ensemble else members[0], saved, path, f"{what} weights")
+    model.eval()
     for key, value in names.items():
         setattr(model, key, value)
     return model, saved["config"]
