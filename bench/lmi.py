@@ -342,7 +342,8 @@ def _dice_where_region(table: np.ndarray, columns: list, refined, min_ml: float 
             out[name]["refined"] = float(table[refined][keep[refined], columns.index(f"refined {name}")].mean())
             out[name]["refined_cases"] = int(keep[refined].sum())
     print(f"\nDice over the cases whose true region holds >= {min_ml:g} mL: " + "; ".join(
-        f"{name} {v['cases']} cases, network {v['network']:.3f}" + (f", refined {v['refined']:.3f}" if refined else "")
+        f"{name} {v['cases']} cases, network {v['network']:.3f}"
+        + (f", refined {v['refined']:.3f}" if len(refined) else "")
         for name, v in out.items()))
     return out
 
