@@ -85,6 +85,8 @@ def print_table(title: str, rows: dict) -> None:
 
 SCORE_KEYS = ("MAE WM", "MAE GM", "MAE CSF", *(f"Dice {level:g}" for level in LEVELS))
 
+REFINEMENT_KEYS = ["evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
+                   "objective fine start", "objective fine end"]
 REFINED_PARAMETER_KEYS = ["refined mu1 relative error", "refined mu2 relative error", "refined seed error mm"]
 
 ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
@@ -120,8 +122,7 @@ class AtlasCases:
     @staticmethod
     def columns() -> list:
         keys = [f"network {k}" for k in SCORE_KEYS] + [f"refined {k}" for k in SCORE_KEYS]
-        keys += ["evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
-                 "objective fine start", "objective fine end"]
+        keys += REFINEMENT_KEYS
         keys += REFINED_PARAMETER_KEYS
         keys += [f"{name}: {k}" for name in ABLATIONS for k in SCORE_KEYS]
         return keys + [f"true mL {level:g}" for level in LEVELS]
@@ -234,6 +235,10 @@ def grow_test_labels(data_dir, config: dict, n: int, workers: int, regressors=(N
                        "grown at 1.5 mm")
 
 
+def _column_means(table: np.ndarray, columns: list, names) -> dict:
+    return {name: float(table[:, columns.index(name)].mean()) for name in names}
+
+
 def _mean_scores(table: np.ndarray, columns: list, prefix: str) -> dict:
     keep = ~np.isnan(table[:, columns.index(f"{prefix}{SCORE_KEYS[0]}")])
     return {key: float(table[keep, columns.index(f"{prefix}{key}")].mean()) for key in SCORE_KEYS}
@@ -288,10 +293,7 @@ def test_set(args, model, config) -> dict:
         subset = table[first:first + k]
         results["network_subset"] = _mean_scores(subset, columns, "network ")
         results["refined_subset"] = _mean_scores(subset, columns, "refined ")
-        results["refinement"] = {"cases": k, "first_case": first, **{
-            name: float(subset[:, columns.index(name)].mean()) for name in (
-                "evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
-                "objective fine start", "objective fine end")}}
+        results["refinement"] = {"cases": k, "first_case": first, **_column_means(subset, columns, REFINEMENT_KEYS)}
         which = f"first {k}" if not first else f"cases {first}-{first + k - 1}"
         shown[f"network ({which})"] = results["network_subset"]
         shown[f"refined ({which})"] = results["refined_subset"]
@@ -378,9 +380,7 @@ def join(paths) -> dict:
     results = {"network": _mean_scores(table, columns, "network "), "refined_cases": refined.tolist(),
                "network_subset": _mean_scores(subset, columns, "network "),
                "refined_subset": _mean_scores(subset, columns, "refined "),
-               "refinement": {name: float(subset[:, columns.index(name)].mean()) for name in (
-                   "evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
-                   "objective fine start", "objective fine end")},
+               "refinement": _column_means(subset, columns, REFINEMENT_KEYS),
                "refined_parameters_median": {key: float(np.median(subset[:, columns.index(key)]))
                                              for key in REFINED_PARAMETER_KEYS}}
     results["dice_where_true_region_at_least_1_ml"] = _dice_where_region(table, columns, refined)
