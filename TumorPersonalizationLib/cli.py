@@ -18,6 +18,7 @@ from .errors import Cancelled, InputError
 
 REFINE_EVALUATIONS = 300  # lmi/refinement.DEFAULT_EVALUATIONS (not imported: the CLI starts without torch/scipy)
 REFINE_FINE_EVALUATIONS = 120  # lmi/refinement.FINE_EVALUATIONS
+REFINE_POLISH_EVALUATIONS = 60  # lmi/refinement.POLISH_EVALUATIONS
 
 
 class ProgressBar:
@@ -277,6 +278,9 @@ def _add_personalize(sub) -> None:
                      help=f"simulations allowed in --refine on the 3 mm network grid (default {REFINE_EVALUATIONS})")
     lmi.add_argument("--refine-fine-evaluations", type=int, default=REFINE_FINE_EVALUATIONS,
                      help=f"then on the atlas' 1.5 mm grid (default {REFINE_FINE_EVALUATIONS}; 0: skip)")
+    lmi.add_argument("--refine-polish-evaluations", type=int, default=REFINE_POLISH_EVALUATIONS,
+                     help="then a polish there with a sharper objective "
+                          f"(default {REFINE_POLISH_EVALUATIONS}; 0: skip)")
     lmi.add_argument("--skull-stripped", choices=["auto", "yes", "no"], default="auto",
                      help="is --t1 skull-stripped? (auto: decided from the image's foreground volume)")
     lmi.add_argument("--weights", type=Path, help="trained network (default Resources/LMI/inverse_net.pt)")
@@ -315,8 +319,8 @@ FAST_SAMPLES = 320
 
 # Options that only one method reads: given with the other method, they are refused rather than ignored.
 _TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet")
-_LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "skull_stripped", "weights",
-             "mu_from", "shape_weights", "seed_from", "seed_weights")
+_LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "refine_polish_evaluations",
+             "skull_stripped", "weights", "mu_from", "shape_weights", "seed_from", "seed_weights")
 
 
 def _refuse_options_of_other_method(args) -> None:
@@ -337,9 +341,10 @@ def _run_personalize_lmi(args) -> int:
         raise InputError("--method lmi needs --t1 (the patient's T1 image, to register to the atlas)")
     if args.refine_evaluations < 6:
         raise InputError(f"--refine-evaluations must be at least 6, got {args.refine_evaluations}")
-    if args.refine_fine_evaluations != 0 and args.refine_fine_evaluations < 6:  # 6: the start and its simplex
-        raise InputError("--refine-fine-evaluations must be 0 (skip) or at least 6, "
-                         f"got {args.refine_fine_evaluations}")
+    for flag in ("--refine-fine-evaluations", "--refine-polish-evaluations"):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value != 0 and value < 6:  # 6: the start and its simplex
+            raise InputError(f"{flag} must be 0 (skip) or at least 6, got {value}")
     if args.shape_weights is not None and args.mu_from == "network":
         raise InputError("--shape-weights is not read with --mu-from network")
     if args.seed_weights is not None and args.seed_from == "network":
@@ -359,6 +364,7 @@ def _run_personalize_lmi(args) -> int:
             t1, t1gd, flair, names=(f"--t1 {args.t1}", f"--t1gd {args.t1gd}", f"--flair {args.flair}"),
             refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
             refine_fine_evaluations=args.refine_fine_evaluations,
+            refine_polish_evaluations=args.refine_polish_evaluations,
             skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
             mu_from=args.mu_from, shape_weights=args.shape_weights, seed_from=args.seed_from,
             seed_weights=args.seed_weights, patient_tissue=patient_tissue, progress=bar)

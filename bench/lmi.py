@@ -51,8 +51,9 @@ from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # 
 from TumorPersonalizationLib.lmi.pipeline import (MU_SOURCES, SEED_SOURCES, default_seed_weights,  # noqa: E402
                                                   default_shape_weights, default_weights, load_seed_model,
                                                   load_shape_model, personalize_lmi, predict_labels, regress)
-from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid,  # noqa: E402
-                                                    nearest_domain_voxel, refine_coarse_to_fine)
+from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS,  # noqa: E402
+                                                    POLISH_EVALUATIONS, FitGrid, nearest_domain_voxel,
+                                                    refine_coarse_to_fine)
 from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402
 
@@ -85,8 +86,9 @@ def print_table(title: str, rows: dict) -> None:
 
 SCORE_KEYS = ("MAE WM", "MAE GM", "MAE CSF", *(f"Dice {level:g}" for level in LEVELS))
 
-REFINEMENT_KEYS = ["evaluations coarse", "evaluations fine", "seconds", "objective start", "objective coarse",
-                   "objective fine start", "objective fine end"]
+REFINEMENT_KEYS = ["evaluations coarse", "evaluations fine", "evaluations polish", "seconds", "objective start",
+                   "objective coarse", "objective fine start", "objective fine end", "objective polish start",
+                   "objective polish end"]
 REFINED_PARAMETER_KEYS = ["refined mu1 relative error", "refined mu2 relative error", "refined seed error mm"]
 
 ABLATIONS = {  # which of (mu1, mu2, seed) come from the truth
@@ -112,11 +114,12 @@ class AtlasCases:
 
     def __init__(self, data_dir, config: dict, cases: int, parallel: bool, predicted=None, refined=range(0),
                  evaluations: int = DEFAULT_EVALUATIONS, fine_evaluations: int = FINE_EVALUATIONS,
-                 ablation_cases: int = 0, regressors=(None, None)):
+                 polish_evaluations: int = POLISH_EVALUATIONS, ablation_cases: int = 0, regressors=(None, None)):
         self.data_dir, self.config, self.cases, self.parallel = data_dir, config, cases, parallel
         self.regressors = regressors
         self.predicted, self.refined, self.ablation_cases = predicted, refined, ablation_cases
         self.evaluations, self.fine_evaluations = evaluations, fine_evaluations
+        self.polish_evaluations = polish_evaluations
         self._state = None
 
     @staticmethod
@@ -178,20 +181,21 @@ class AtlasCases:
                 r = refine_coarse_to_fine(
                     FitGrid(net.domain, net.geometry, labels == 2, labels > 0),
                     FitGrid(fine.domain, fine.geometry, t1gd, flair), mu1, mu2, seed, evaluations=self.evaluations,
-                    fine_evaluations=self.fine_evaluations, mu_bounds=mu_bounds(self.config),
-                    parallel=self.parallel)
+                    fine_evaluations=self.fine_evaluations, polish_evaluations=self.polish_evaluations,
+                    mu_bounds=mu_bounds(self.config), parallel=self.parallel)
                 seed_fine = nearest_domain_voxel(fine.domain.inside, fine.geometry.ras_to_index(r["seed_ras_mm"]))
                 row += self._score(self._simulate(r["mu1"], r["mu2"], seed_fine), truth)
-                fine_fit = r["fine"] or {"evaluations": 0, "start": {"objective": np.nan},
-                                         "end": {"objective": np.nan}}
-                row += [r["coarse"]["evaluations"], fine_fit["evaluations"], r["seconds"],
+                skipped = {"evaluations": 0, "start": {"objective": np.nan}, "end": {"objective": np.nan}}
+                fine_fit, polish = r["fine"] or skipped, r["polish"] or skipped
+                row += [r["coarse"]["evaluations"], fine_fit["evaluations"], polish["evaluations"], r["seconds"],
                         r["coarse"]["start"]["objective"], r["coarse"]["end"]["objective"],
-                        fine_fit["start"]["objective"], fine_fit["end"]["objective"]]
+                        fine_fit["start"]["objective"], fine_fit["end"]["objective"],
+                        polish["start"]["objective"], polish["end"]["objective"]]
                 target = state["data"]["targets"][i]
                 row += parameter_errors([r["mu1"], r["mu2"]], target[:2], r["seed_ras_mm"],
                                         net.geometry.index_to_ras(target[2:5])).tolist()
             else:
-                row += [np.nan] * (len(SCORE_KEYS) + 7 + len(REFINED_PARAMETER_KEYS))
+                row += [np.nan] * (len(SCORE_KEYS) + len(REFINEMENT_KEYS) + len(REFINED_PARAMETER_KEYS))
             for columns in ABLATIONS.values():
                 if i >= self.ablation_cases:
                     row += [np.nan] * len(SCORE_KEYS)
@@ -284,7 +288,7 @@ def test_set(args, model, config) -> dict:
     refined = range(min(args.refine_start, n), min(args.refine_start + args.refine_cases, n))
     k, first = len(refined), refined.start
     cases = AtlasCases(args.data, config, n, parallel, predicted, refined, args.refine_evaluations,
-                       args.refine_fine_evaluations, min(args.ablation_cases, n))
+                       args.refine_fine_evaluations, args.refine_polish_evaluations, min(args.ablation_cases, n))
     table = _run_chunks(cases, "score", args.workers, n, "scored")
     columns = AtlasCases.columns()
     results = {"network": _mean_scores(table, columns, "network ")}
@@ -467,6 +471,8 @@ def main(argv=None) -> int:
                         help="simulations of the refinement on the network grid")
     parser.add_argument("--refine-fine-evaluations", type=int, default=FINE_EVALUATIONS,
                         help="then on the atlas grid (0: the coarse search only)")
+    parser.add_argument("--refine-polish-evaluations", type=int, default=POLISH_EVALUATIONS,
+                        help="then the sharp polish on the atlas grid (0: skip it)")
     parser.add_argument("--workers", type=int, default=1, help="processes for the refinement")
     parser.add_argument("--ablation-cases", type=int, default=0, help="score true-value swaps on these cases")
     parser.add_argument("--skip-test-set", action="store_true")

@@ -11,7 +11,7 @@ from TumorPersonalizationLib.lmi.config import load_config, network_domain
 from TumorPersonalizationLib.lmi.parameters import from_time_independent
 from TumorPersonalizationLib.lmi.pipeline import choose_mu_source
 from TumorPersonalizationLib.errors import InputError
-from TumorPersonalizationLib.lmi.refinement import mask_fit, nearest_inside, refine
+from TumorPersonalizationLib.lmi.refinement import SHARP, SMOOTH, mask_fit, nearest_inside, refine
 from TumorPersonalizationLib.metrics import dice_at_levels
 from TumorPersonalizationLib.resources import resources_dir
 
@@ -88,7 +88,8 @@ def test_patient_tissue_maps_are_simulated_in_and_the_seed_carried_there(tmp_pat
     p = atlas_anatomy_patient
     out = tmp_path / "out"
     code, _, stderr = run(lmi_args(p, out) + ["--wm", p["wm"], "--gm", p["gm"], "--csf", p["csf"], "--refine",
-                                              "--refine-evaluations", "12", "--refine-fine-evaluations", "6"],
+                                              "--refine-evaluations", "12", "--refine-fine-evaluations", "6",
+                                              "--refine-polish-evaluations", "6"],
                           capsys)
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
@@ -129,19 +130,22 @@ def test_patient_tissue_maps_must_share_the_t1_grid(tmp_path, atlas_anatomy_pati
 def test_refine_runs_on_both_grids_and_reports_what_it_did(tmp_path, patient, capsys):
     out = tmp_path / "out"
     code, _, stderr = run(lmi_args(patient, out) + ["--refine", "--refine-evaluations", "12",
-                                                    "--refine-fine-evaluations", "6"], capsys)
+                                                    "--refine-fine-evaluations", "6",
+                                                    "--refine-polish-evaluations", "6"], capsys)
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
     refinement = report["refinement"]
     assert "refinement" in report["timings_s"] and refinement["grid"] == "fine"
     assert refinement["coarse"]["evaluations"] <= 12 and refinement["fine"]["evaluations"] <= 6
+    assert refinement["polish"]["evaluations"] <= 6
     # The reported seed is the refined one, as simulated (the search keeps it inside the atlas' WM/GM).
     seed = [report["parameters"][axis]["value"] for axis in "xyz"]
     assert np.allclose(seed, refinement["seed_ras_mm"])
     assert report["parameters"]["mu1"]["value"] == pytest.approx(refinement["mu1"])
-    # The reported fit is measured on the grid the refinement ended on, and is the fit it reached there.
-    assert report["fit"]["grid"] == "atlas"
-    assert report["fit"]["objective"] == pytest.approx(refinement["fine"]["end"]["objective"], abs=1e-3)
+    # The reported fit is measured on the grid and with the objective the refinement ended with, and is the fit
+    # it reached there.
+    assert report["fit"]["grid"] == "atlas" and report["fit"]["objective_kind"] == "sharp"
+    assert report["fit"]["objective"] == pytest.approx(refinement["polish"]["end"]["objective"], abs=1e-3)
     assert read_volume(out / "density.nii.gz").geometry.is_close(read_volume(patient["t1"]).geometry)
 
 
@@ -188,6 +192,28 @@ def test_mask_fit_judges_edges_alike_for_any_steepness_and_integrates_the_levels
     # A density far from the lesion explains nothing, and no empty voxel counts towards it.
     away = np.roll(steep, 20, axis=0)
     assert mask_fit(away, t1gd, flair, scale=np.inf).objective > 0.99
+
+
+def test_the_sharp_objective_comes_close_to_the_hard_dice_the_masks_were_made_with():
+    # Masks that are exact thresholds of the density at levels on the sharp objective's level grid: the hard Dice
+    # there is 1. The one-voxel ramp of SMOOTH blurs the edge voxels; SHARP's tenth of a voxel nearly does not.
+    density = _linear_radial_profile(0.8, 0.3)
+    t1gd, flair = density >= 0.6, density >= 0.25
+    assert np.isclose(SHARP.t1gd_levels, 0.6).any() and np.isclose(SHARP.flair_levels, 0.25).any()
+    sharp = mask_fit(density, t1gd, flair, objective=SHARP, scale=np.inf)
+    smooth = mask_fit(density, t1gd, flair, objective=SMOOTH, scale=np.inf)
+    assert sharp.dice_t1gd > 0.995 and sharp.dice_flair > 0.995, sharp
+    # Any level between the densities of the edge voxels inside and outside a mask makes the same mask.
+    assert sharp.uc_t1gd == pytest.approx(0.6, abs=0.01) and sharp.uc_flair == pytest.approx(0.25, abs=0.01)
+    assert smooth.dice_t1gd < sharp.dice_t1gd - 0.005 and smooth.objective > sharp.objective + 0.005, smooth
+    # The same profile moved by a quarter of a voxel fits worse, and the sharp objective tells it apart more
+    # clearly: the sub-voxel differences that separate the truth from its neighbours in a search.
+    centre = 19.5 + np.array([0.25, 0.0, 0.0])[:, None, None, None]
+    moved = np.clip(0.8 - (0.5 / 3.0) * (np.linalg.norm(np.indices((40, 40, 40)) - centre, axis=0) - 6.0), 0, 1)
+    gap = {name: mask_fit(moved, t1gd, flair, objective=o).objective - mask_fit(density, t1gd, flair,
+                                                                                 objective=o).objective
+           for name, o in (("sharp", SHARP), ("smooth", SMOOTH))}
+    assert gap["sharp"] > 2.0 * gap["smooth"] > 0, gap
 
 
 def test_level_marginal_is_a_soft_minimum_of_the_misfit_over_levels():
@@ -271,6 +297,8 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     assert code == 2 and "--t1 is not used by --method tmcmc" in err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--refine", "--refine-fine-evaluations", "3"], capsys)
     assert code == 2 and "--refine-fine-evaluations must be 0 (skip) or at least 6, got 3" in err, err
+    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--refine", "--refine-polish-evaluations", "2"], capsys)
+    assert code == 2 and "--refine-polish-evaluations must be 0 (skip) or at least 6, got 2" in err, err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--shape-weights", tmp_path / "none.pt"], capsys)
     assert code == 2 and "shape regressor weights" in err and "not found" in err, err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--mu-from", "network", "--shape-weights",
@@ -316,10 +344,11 @@ def test_shipped_estimators_recover_a_simulated_lesion_and_each_replaces_only_it
 
 def test_the_cli_default_number_of_refinement_simulations_is_the_library_default():
     from TumorPersonalizationLib import cli
-    from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS, FINE_EVALUATIONS
+    from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS, FINE_EVALUATIONS, POLISH_EVALUATIONS
 
     assert cli.REFINE_EVALUATIONS == DEFAULT_EVALUATIONS
     assert cli.REFINE_FINE_EVALUATIONS == FINE_EVALUATIONS
+    assert cli.REFINE_POLISH_EVALUATIONS == POLISH_EVALUATIONS
 
 
 def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_fine_masks():
@@ -348,11 +377,19 @@ def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_f
     assert np.allclose(fine_grid.seed_from(coarse_grid, [20.0, 15.0, 20.0]), [40.5, 30.5, 40.5])
 
     start = (mu1 * 1.3, mu2 * 0.8, (seed_fine - 0.5) / 2 + [1.0, -1.0, 0.5])  # coarse-grid seed, ~8 mm off
-    result = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=30)
-    assert result["grid"] == "fine" and result["evaluations"] <= 70
+    result = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=30,
+                                   polish_evaluations=20)
+    assert result["grid"] == "fine" and result["evaluations"] <= 90
     assert np.allclose(g.index_to_ras(result["seed_index"]), result["seed_ras_mm"])
     # The fine stage starts where the coarse one ended and fits the fine masks better than that point did.
     assert result["fine"]["start"]["objective"] > result["fine"]["end"]["objective"] + 0.005, result["fine"]
+    # The polish starts where the fine stage ended (judged by its own, sharper objective) and ends no worse.
+    polish = result["polish"]
+    assert polish["start"]["objective"] >= polish["end"]["objective"] and polish["evaluations"] <= 20
+    fine_end = result["fine"]["mu1"], result["fine"]["mu2"], result["fine"]["seed_index"]
+    start_density = fine.simulate(*(float(v) for v in from_time_independent(*fine_end[:2])), fine_end[2])
+    assert mask_fit(start_density, t1gd, flair, fine.inside, objective=SHARP).objective == pytest.approx(
+        polish["start"]["objective"])
 
     def density_error(m1, m2, s):
         return np.abs(fine.simulate(*(float(v) for v in from_time_independent(m1, m2)), s) - truth).mean()
@@ -362,4 +399,7 @@ def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_f
     # lower the density error further than the coarse one; the bench measures its gain on realistic cases.)
     assert density_error(result["mu1"], result["mu2"], result["seed_index"]) < 0.5 * start_error
     coarse_only = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=0)
-    assert coarse_only["grid"] == "coarse" and coarse_only["fine"] is None
+    assert coarse_only["grid"] == "coarse" and coarse_only["fine"] is None and coarse_only["polish"] is None
+    unpolished = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=30,
+                                       polish_evaluations=0)
+    assert unpolished["polish"] is None and unpolished["mu1"] == unpolished["fine"]["mu1"]

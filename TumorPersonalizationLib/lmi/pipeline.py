@@ -36,7 +36,8 @@ from .config import lmi_dir, mu_bounds, network_domain, network_geometry, networ
 from .dataset import absolute_targets, encode_labels
 from .inputs import crop_labels, network_input
 from .parameters import FRONT_SPEED_MM_PER_DAY, from_time_independent, simulate_time_independent
-from .refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, FitGrid, mask_fit, nearest_domain_voxel,
+from .refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS, POLISH_EVALUATIONS, SHARP, SMOOTH, FitGrid,
+                         mask_fit, nearest_domain_voxel,
                          refine_coarse_to_fine)
 from .lesion_descriptors import GridLesion, features, vectors
 from .shape_regressor import SEED_WEIGHTS_NAME
@@ -224,7 +225,8 @@ def predict_crops(model, config: dict, crops: np.ndarray, origins: np.ndarray, c
 def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1Gd", "FLAIR"),
                     refine_fit: bool = False,
                     refine_evaluations: int = DEFAULT_EVALUATIONS,
-                    refine_fine_evaluations: int = FINE_EVALUATIONS, skull_stripped: bool | None = None,
+                    refine_fine_evaluations: int = FINE_EVALUATIONS,
+                    refine_polish_evaluations: int = POLISH_EVALUATIONS, skull_stripped: bool | None = None,
                     weights=None, mu_from: str = "auto", shape_weights=None, seed_from: str = "shape",
                     seed_weights=None, patient_tissue: TissueMaps | None = None,
                     registration_settings: RegistrationSettings = RegistrationSettings(),
@@ -241,7 +243,9 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
         How error messages name the three inputs (the CLI gives its options and file names).
     refine_fit : bool
         Run the Nelder-Mead refinement: ``refine_evaluations`` simulations on the 3 mm network grid, then
-        ``refine_fine_evaluations`` on the atlas grid (1.5 mm) with the masks warped there (0: skip that stage).
+        ``refine_fine_evaluations`` on the atlas grid (1.5 mm) with the masks warped there (0: skip that stage),
+        then ``refine_polish_evaluations`` there with the sharper objective (0: skip the polish;
+        :func:`.refinement.refine_coarse_to_fine`).
     weights : path, optional
         Trained network (default ``Resources/LMI/inverse_net.pt``).
     mu_from : {"auto", "shape", "network"}
@@ -361,7 +365,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
         report_progress(0.45, "refining the fit")
         refinement = refine_coarse_to_fine(
             net_grid, final_grid, estimate["mu1"], estimate["mu2"], estimate["seed_index"],
-            evaluations=refine_evaluations, fine_evaluations=refine_fine_evaluations, mu_bounds=bounds,
+            evaluations=refine_evaluations, fine_evaluations=refine_fine_evaluations,
+            polish_evaluations=refine_polish_evaluations, mu_bounds=bounds,
             progress=lambda f: report_progress(0.45 + 0.35 * f, "refining the fit"))
         final = {"mu1": refinement["mu1"], "mu2": refinement["mu2"]}
         seed_grid, seed_index = (final_grid, refinement["seed_index"]) if refinement["grid"] == "fine" else (
@@ -376,8 +381,12 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     density_final = simulate_time_independent(
         final_grid.domain, final["mu1"], final["mu2"], seed_final,
         progress=lambda f: report_progress(0.8 + 0.1 * f, "simulating"))
-    if in_patient or (refinement is not None and refinement["grid"] == "fine"):  # judged where it was fitted
-        fit = mask_fit(density_final, final_grid.t1gd, final_grid.flair, final_grid.domain.inside)
+    # Judged where and how it was fitted: the report's fit is the one the refinement reached.
+    polished = refinement is not None and refinement["polish"] is not None
+    objective = SHARP if polished else SMOOTH
+    if in_patient or (refinement is not None and refinement["grid"] == "fine"):
+        fit = mask_fit(density_final, final_grid.t1gd, final_grid.flair, final_grid.domain.inside,
+                       objective=objective)
         fit_grid = "patient" if in_patient else "atlas"
     else:
         fit = mask_fit(resample_smooth(atlas.wm.like(density_final), net_geometry).array, t1gd_net, flair_net,
@@ -417,7 +426,8 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
     report = {"method": "lmi", "parameters": parameters, "simulated_in": simulated_in,
               "seed_in_patient_ras_mm": np.round(seed_patient, 2).tolist(),
               "network_estimate": estimate, "refinement": refinement,
-              "fit": {**vars(fit), "grid": fit_grid}, "timings_s": timer.seconds,
+              "fit": {**vars(fit), "grid": fit_grid, "objective_kind": "sharp" if polished else "smooth"},
+              "timings_s": timer.seconds,
               "total_s": round(sum(timer.seconds.values()), 3),
               "registration": registration.report, "weights": str(weights),
               "shape_weights": str(shape_weights) if mu_from == "shape" else None,
