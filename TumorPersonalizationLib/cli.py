@@ -273,7 +273,7 @@ def _add_personalize(sub) -> None:
     lmi = p.add_argument_group("Learn-Morph-Infer (--method lmi)")
     lmi.add_argument("--t1", type=Path, help="the patient's T1 or T1Gd image (whole-head or skull-stripped)")
     lmi.add_argument("--refine", action="store_true",
-                     help="refine the network's estimate with a short Nelder-Mead search (5-30 s)")
+                     help="refine the network's estimate with a short Nelder-Mead search (10-40 s)")
     lmi.add_argument("--refine-evaluations", type=int, default=REFINE_EVALUATIONS,
                      help=f"simulations allowed in --refine on the 3 mm network grid (default {REFINE_EVALUATIONS})")
     lmi.add_argument("--refine-fine-evaluations", type=int, default=REFINE_FINE_EVALUATIONS,
