@@ -71,8 +71,9 @@ SHARP = MaskObjective(0.1, np.linspace(0.5, 0.85, 141), np.linspace(0.05, 0.5, 1
 masks better than the true parameters do in 36 of 40 validation cases (the one-voxel ramp and the coarse level
 steps blur what tells them apart); with this one the truth fits better than that optimum in 29 of 40. Sixty more
 simulations from the fine optimum with it (40 validation cases): Dice at c = 0.01 / 0.1 / 0.8 +0.016 +- 0.003 /
-+0.014 +- 0.004 / +0.015 +- 0.017 and MAE lower by 15-25 %. Too sharp to start the search with: the simplex
-stalls on its steps far from the optimum."""
++0.014 +- 0.004 / +0.015 +- 0.017 and MAE lower by 15-25 %; on the first 300 test cases, paired, +0.018 +- 0.002 /
++0.013 +- 0.002 / +0.025 +- 0.011, refined mu1 error (median) 4.6 -> 2.1 % (README, "The polish"). Too sharp to
+start the search with: the simplex stalls on its steps far from the optimum."""
 
 DICE_LIKELIHOOD_SCALE = 100.0
 """Scale of the pseudo-likelihood exp(-scale (1 - Dice)) with which the visibility levels are integrated out.
@@ -140,7 +141,7 @@ def mask_fit(density: np.ndarray, t1gd: np.ndarray, flair: np.ndarray, inside: n
     gradient's length (central differences;
     exact for a gradient along an axis, somewhat sharp for a diagonal one, whose range across the voxel is up to
     sqrt(3) times wider but concentrated in the middle). Unlike a
-    sigmoid of c - level, this smoothing is one voxel wide in space whatever the steepness of the profile, and
+    sigmoid of c - level, this smoothing has the same width in space whatever the steepness of the profile, and
     voxels with c = 0 count 0; the Dice is continuous in the model parameters, so the simplex does not stall on
     the plateaus of a hard Dice. ``inside`` (the solver's WM/GM domain, optional) keeps the edge of the domain
     from looking like a steep edge of the tumor: outside it nothing counts, and the gradient there is taken
