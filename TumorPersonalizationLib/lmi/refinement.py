@@ -200,7 +200,8 @@ def _mu(x: np.ndarray) -> tuple[float, float]:
 def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, mu2: float, seed_index, *,
            max_evaluations: int = DEFAULT_EVALUATIONS, mu_bounds=((0.5, 40.0), (0.2, 10.0)),
            likelihood_scale: float = DICE_LIKELIHOOD_SCALE, objective: MaskObjective = SMOOTH,
-           simplex_steps: np.ndarray = SIMPLEX_STEPS, parallel: bool = True, progress=None) -> dict:
+           simplex_steps: np.ndarray = SIMPLEX_STEPS, nearest: np.ndarray | None = None, parallel: bool = True,
+           progress=None) -> dict:
     """Nelder-Mead over (log(mu1 mu2), log(mu1 / mu2), seed) from the network's estimate.
 
     Parameters
@@ -220,6 +221,8 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
         The ramp's width and the levels of ``mask_fit``.
     simplex_steps : (5,) float
         The initial simplex's steps (:data:`SIMPLEX_STEPS`).
+    nearest : (3, ni, nj, nk) int or None
+        :func:`nearest_inside` of the domain, when the caller searches the same domain more than once.
     parallel : bool
         Let each simulation use every core (False in worker processes that run side by side).
     progress : callable(fraction) or None
@@ -237,7 +240,8 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
     start_time = time.perf_counter()
     evaluations = [0]
     fits = {}
-    nearest = nearest_inside(domain.inside)  # the domain is fixed: once, not per evaluation
+    if nearest is None:  # the domain is fixed: once, not per evaluation
+        nearest = nearest_inside(domain.inside)
 
     def cost(x):
         key = tuple(np.round(x, 12))
@@ -371,15 +375,17 @@ def refine_coarse_to_fine(coarse: FitGrid, fine: FitGrid | None, mu1_mm: float, 
               "coarse": first, "fine": None, "polish": None}
     stages = [first]
     if use_fine:
+        nearest = nearest_inside(fine.domain.inside)  # for both stages on the fine grid
         stages.append(refine(fine.domain, fine.t1gd, fine.flair, first["mu1"], first["mu2"],
                              fine.seed_from(coarse, first["seed_index"]), max_evaluations=fine_evaluations,
-                             mu_bounds=mu_bounds, parallel=parallel, progress=report(1)))
+                             mu_bounds=mu_bounds, nearest=nearest, parallel=parallel, progress=report(1)))
         result["fine"] = stages[-1]
     if use_polish:
         second = stages[-1]
         stages.append(refine(fine.domain, fine.t1gd, fine.flair, second["mu1"], second["mu2"], second["seed_index"],
                              max_evaluations=polish_evaluations, mu_bounds=mu_bounds, objective=SHARP,
-                             simplex_steps=POLISH_SIMPLEX_STEPS, parallel=parallel, progress=report(2)))
+                             simplex_steps=POLISH_SIMPLEX_STEPS, nearest=nearest, parallel=parallel,
+                             progress=report(2)))
         result["polish"] = stages[-1]
     last = stages[-1]
     if use_fine:
