@@ -71,9 +71,9 @@ SHARP = MaskObjective(0.1, np.linspace(0.5, 0.85, 141), np.linspace(0.05, 0.5, 1
 masks better than the true parameters do in 36 of 40 validation cases (the one-voxel ramp and the coarse level
 steps blur what tells them apart); with this one the truth fits better than that optimum in 29 of 40. Sixty more
 simulations from the fine optimum with it (40 validation cases): Dice at c = 0.01 / 0.1 / 0.8 +0.016 +- 0.003 /
-+0.014 +- 0.004 / +0.015 +- 0.017 and MAE lower by 15-25 %; on the first 300 test cases, paired, +0.018 +- 0.002 /
-+0.013 +- 0.002 / +0.025 +- 0.011, refined mu1 error (median) 4.6 -> 2.1 % (README, "The polish"). Too sharp to
-start the search with: the simplex stalls on its steps far from the optimum."""
++0.014 +- 0.004 / +0.015 +- 0.017 and MAE lower by 15-25 %; on all 600 test cases, paired, +0.020 +- 0.001 /
++0.015 +- 0.001 / +0.033 +- 0.007 (to 0.971 / 0.965 / 0.868), refined mu1 error (median) 4.7 -> 2.2 % (README,
+"The polish"). Too sharp to start the search with: the simplex stalls on its steps far from the optimum."""
 
 DICE_LIKELIHOOD_SCALE = 100.0
 """Scale of the pseudo-likelihood exp(-scale (1 - Dice)) with which the visibility levels are integrated out.
