@@ -76,7 +76,7 @@ def warped_case(atlas, patient_geometry):
         return from_sitk(sitk.Resample(to_sitk(volume), grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
 
     return {"t1": warp(atlas.t1), "t1_stripped": warp(atlas.t1_stripped), "wm": warp(atlas.wm),
-            "gm": warp(atlas.gm)}
+            "gm": warp(atlas.gm), "brain": warp(atlas.brain_mask)}
 
 
 def dice_at_half(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,6 +115,16 @@ def test_recovers_known_deformation(atlas, warped_case, kind):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert set(registration.report["seconds"]) >= {"affine", "deformable", "inverse", "total"}
     assert_points_follow_the_known_transform(registration, atlas, warped_case[kind])
+
+
+def test_whole_head_with_another_scalp_contrast(atlas, warped_case):
+    # Scanners differ most outside the brain (fat, muscle, marrow): the same head with its non-brain tissue 2.5x
+    # brighter. Over the whole head this would set the intensity matching and pull WM and GM apart in demons.
+    t1, brain = warped_case["t1"], warped_case["brain"].array >= 0.5
+    bright_scalp = t1.like(np.where(brain, t1.array, 2.5 * t1.array).astype(np.float32))
+    registration = register_to_atlas(bright_scalp, atlas=atlas, settings=FAST)
+    assert not registration.report["skull_stripped"]
+    assert_dice(tissue_dice(registration, atlas, warped_case), "whole head, bright scalp")
 
 
 def assert_points_follow_the_known_transform(registration: Registration, atlas, patient: Volume):

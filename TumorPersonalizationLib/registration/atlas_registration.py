@@ -9,7 +9,8 @@ Method
    multi-resolution (``affine_levels_mm``), regular-step gradient descent. Tumor voxels (mask dilated by
    ``tumor_margin_mm``) are left out of the metric through the moving mask.
 3. Deformable: diffeomorphic demons with symmetric forces on the atlas working grid, coarse to fine
-   (``deformable_shrink_factors``), after histogram-matching the affinely aligned patient to the atlas. Demons takes
+   (``deformable_shrink_factors``), after histogram-matching the affinely aligned patient to the atlas. A whole head
+   is first cut to the atlas brain mask (both images): the skull and scalp help the affine but not demons. Demons takes
    no mask, so inside the (dilated) tumor the patient's intensities are replaced by the atlas's: the difference,
    and with it the force, is zero there, and the field inside the tumor is the smooth continuation of its
    surroundings.
@@ -262,7 +263,8 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
     atlas_image = to_sitk(atlas_t1.like(atlas_t1.array.astype(np.float32)))
     atlas_grid = stages.grid_like(atlas_image, settings.working_spacing_mm)
     fixed = stages.smooth_resample(atlas_image, atlas_grid)
-    brain = sitk.GetArrayFromImage(stages.smooth_resample(to_sitk(atlas.brain_mask), atlas_grid)) > 0.5
+    brain_image = stages.smooth_resample(to_sitk(atlas.brain_mask), atlas_grid) > 0.5
+    brain = sitk.GetArrayFromImage(brain_image).astype(bool)
     patient_image = to_sitk(patient_t1.like(patient_array))
     patient_grid = stages.grid_like(patient_image, settings.working_spacing_mm)
     moving = stages.smooth_resample(patient_image, patient_grid)
@@ -279,7 +281,17 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
 
     # -- deformable -----------------------------------------------------------------------------------------------
     stage("deformable", 0.3)
-    aligned = stages.match_intensities(stages.smooth_resample(moving, atlas_grid, affine), fixed)
+    aligned = stages.smooth_resample(moving, atlas_grid, affine)
+    if not skull_stripped:
+        # The skull, scalp and neck helped the affine; from here on both heads are cut to the atlas brain. Left in,
+        # their intensities (which vary most between scanners) set the histogram matching and pull demons off
+        # the brain: Colin27's whole head to MNI gave WM / GM Dice 0.68 / 0.72 uncut and 0.80 / 0.75 cut, its
+        # skull-stripped version 0.80 / 0.76. Keeping a 4 mm ring around the brain helped GM a little on Colin27
+        # (0.77) but, with the non-brain tissue 2.5x brighter than the atlas's, cost 0.19 in WM Dice in the
+        # known-deformation test (0.77 instead of 0.96; an 8 mm ring 0.32).
+        aligned = stages.restrict_to(aligned, brain_image)
+        fixed = stages.restrict_to(fixed, brain_image)
+    aligned = stages.match_intensities(aligned, fixed)
     aligned_array = sitk.GetArrayFromImage(aligned)
     fixed_array = sitk.GetArrayFromImage(fixed)
     excluded = np.zeros_like(brain)

@@ -211,6 +211,11 @@ def demons_stage(fixed: sitk.Image, moving: sitk.Image, *, shrink_factors, itera
     return field
 
 
+def restrict_to(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
+    """Float32 ``image`` with every voxel outside ``mask`` (same grid) set to 0."""
+    return sitk.Mask(sitk.Cast(image, sitk.sitkFloat32), sitk.Cast(mask, sitk.sitkUInt8), 0.0)
+
+
 def match_intensities(moving: sitk.Image, fixed: sitk.Image) -> sitk.Image:
     """``moving`` with its histogram matched to ``fixed`` (foreground only: both thresholded at their mean).
 
