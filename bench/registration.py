@@ -100,14 +100,14 @@ def read_deb_members(deb: Path, members: dict, workdir: Path) -> dict:
 
 
 def intensity_classes(t1_stripped: Volume) -> dict:
-    """0/1 WM and GM maps of a skull-stripped T1: 3-class k-means (SimpleITK) on its brain voxels (> 0)."""
+    """0/1 CSF, GM and WM maps of a skull-stripped T1: 3-class k-means (SimpleITK) on its brain voxels (> 0)."""
     brain = np.asarray(t1_stripped.array) > 0
     in_brain = np.where(brain, t1_stripped.array, 0.0).astype(np.float32)
     # Background, CSF, GM, WM: dark to bright in a T1.
     initial_means = [0.0] + [float(q) for q in np.percentile(in_brain[brain], [10, 50, 90])]
     labels = from_sitk(sitk.ScalarImageKmeans(to_sitk(t1_stripped.like(in_brain)), initial_means)).array
-    return {"gm": t1_stripped.like((labels == 2).astype(np.float32)),
-            "wm": t1_stripped.like((labels == 3).astype(np.float32))}
+    return {tissue: t1_stripped.like((labels == label).astype(np.float32))
+            for tissue, label in (("csf", 1), ("gm", 2), ("wm", 3))}
 
 
 def affine_only(settings: RegistrationSettings) -> RegistrationSettings:

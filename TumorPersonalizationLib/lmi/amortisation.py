@@ -1,13 +1,13 @@
 """Refined targets: what the refinement finds for each training case, so that a network can learn to do it.
 
-Trained on the true parameters with a squared loss, the network learns their mean given the two masks. From two
-masks whose visibility levels are unknown, mu1 (how far the tumor reaches beyond FLAIR) is weakly determined, and
-that mean simulates a density that explains the masks worse than what the refinement finds by simulating (README:
-test Dice 0.820 / 0.816 / 0.676 alone, 0.920 / 0.925 / 0.809 refined). Refining every training case, starting
-from its true parameters, gives the parameters that the masks point to under the refinement's objective: a
-function of the masks alone, without the levels' noise, which is what a network would have to learn to amortise
-the refinement. Training reads them instead of the true targets when the config's ``training.targets`` is
-``"refined"`` (:func:`~TumorPersonalizationLib.lmi.dataset.load_split`).
+Trained on the true parameters with a squared loss, the network learns their mean given the two masks. From two masks
+whose visibility levels are unknown, mu1 (how far the tumor reaches beyond FLAIR) is weakly determined, and that mean
+simulates a density that explains the masks worse than what the refinement finds by simulating (docs/lmi_notes.md:
+test Dice 0.820 / 0.816 / 0.676 alone, 0.920 / 0.925 / 0.809 refined). Refining every training case, starting from its
+true parameters, gives the parameters that the masks point to under the refinement's objective: a function of the
+masks alone, without the levels' noise, which is what a network would have to learn to amortise the refinement.
+Training reads them instead of the true targets when the config's ``training.targets`` is ``"refined"``
+(:func:`~TumorPersonalizationLib.lmi.dataset.load_split`).
 
 Storage: ``refined_{split}_{index:05d}.npz`` beside each shard (written atomically, so a run resumes by refining
 the shards that have no such file):

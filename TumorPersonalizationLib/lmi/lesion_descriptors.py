@@ -2,7 +2,7 @@
 
 Why two grids: on the 3 mm network grid the FLAIR rim around the enhancing core is 1-3 voxels wide; the pipeline
 holds the warped masks on the atlas grid before it takes them there, and the same descriptors read from both grids
-predict mu1, mu2 and the seed better than from either alone (README, "Shape features on both grids").
+predict mu1, mu2 and the seed better than from either alone (docs/lmi_notes.md, "Shape features on both grids").
 
 A regressor's weights list the inputs it was trained on by name (:mod:`.shape_regressor`): a name of
 :data:`.shape_features.FEATURE_NAMES` or :data:`.seed_features.VECTOR_NAMES` is read from the network-grid masks,

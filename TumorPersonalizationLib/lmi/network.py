@@ -6,13 +6,13 @@ ResNet-style as in the thesis (chapter 7, Fig. 2), without BatchNorm: a stride-2
 global average pooling and a head: one linear layer as in the thesis (``head_hidden`` 0) or, in our config, a
 small MLP (``head_hidden`` units, ReLU, linear) that also receives :class:`LesionStatistics` (``lesion_statistics``).
 
-Why: the thesis' network, trained here, was worse at mu1 and mu2 than a least-squares fit on the two mask volumes
-and their tissue fractions (README). After global average pooling a linear head can only output a linear
-combination of spatial averages, while mu1 and mu2 depend on them nonlinearly (the lesion's radius goes as the
-cube root of its volume); and the max-pooling between blocks blurs the masks' extent to a few voxels, so the
-volumes must be learnt by the convolutions, which a small network trained for minutes does poorly. Handing the head
-the volumes it needs lets the convolutions learn the shape. The thesis' size is width 64 on 128^3 with one input
-channel; the CPU config uses width 24 on a 40^3 lesion-centred crop with six channels (``lmi/inputs.py``,
+Why: the thesis' network, trained here, was worse at mu1 and mu2 than a least-squares fit on the two mask volumes and
+their tissue fractions (docs/lmi_notes.md, "Head"). After global average pooling a linear head can only output a
+linear combination of spatial averages, while mu1 and mu2 depend on them nonlinearly (the lesion's radius goes as the
+cube root of its volume); and the max-pooling between blocks blurs the masks' extent to a few voxels, so the volumes
+must be learnt by the convolutions, which a small network trained for minutes does poorly. Handing the head the
+volumes it needs lets the convolutions learn the shape. The thesis' size is width 64 on 128^3 with one input channel;
+the CPU config uses width 24 on a 40^3 lesion-centred crop with six channels (``lmi/inputs.py``,
 ``Resources/LMI/config.json``).
 
 Initialisation: He (Kaiming) normal for every convolution as in the thesis, except the last convolution of each
@@ -62,8 +62,9 @@ class LesionStatistics(nn.Module):
     Output: (B, 6) float: [log volume of the core, log volume of the whole lesion, mean WM under the core, mean GM
     under the core, mean WM under the lesion, mean GM under the lesion], shifted and scaled to order one (the
     network has no normalisation layer; with the raw logs, 3-9, a trial at the same budget was ~10 % worse at mu1,
-    README). Volumes are in mL, ``log(mL + ML_FLOOR)``, so the numbers mean the same on any grid spacing; the floor
-    (one 3 mm voxel) keeps an empty core finite. Only the crop is counted: a lesion wider than the crop is cut.
+    docs/lmi_notes.md, "Head"). Volumes are in mL, ``log(mL + ML_FLOOR)``, so the numbers mean the same on any grid
+    spacing; the floor (one 3 mm voxel) keeps an empty core finite. Only the crop is counted: a lesion wider than
+    the crop is cut.
 
     Parameters
     ----------

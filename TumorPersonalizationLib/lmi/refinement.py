@@ -28,14 +28,14 @@ from .parameters import simulate_time_independent
 
 DEFAULT_EVALUATIONS = 300
 """Simulations allowed by default on the coarse (network) grid; the search stops after ~110-130 on average
-(README, bench/lmi.py)."""
+(docs/lmi_notes.md, bench/lmi.py)."""
 
 FINE_EVALUATIONS = 120
 """Simulations allowed by default on the fine (atlas) grid, after the coarse search: ~0.05-0.8 s each at 1.5 mm.
 On 40 validation cases 60 of them raised Dice at c = 0.01 / 0.1 / 0.8 (scored at 1.5 mm) from 0.919 / 0.911 /
 0.794 (coarse search alone) to 0.952 / 0.949 / 0.868. From the seed regressor's closer start (session 16, first 50
 test cases) 120 instead of 60 took the refined Dice from 0.961 / 0.960 / 0.810 to 0.970 / 0.962 / 0.827 and the
-objective from 0.0475 to 0.0464, at 33 instead of 20 s per case on one core (README)."""
+objective from 0.0475 to 0.0464, at 33 instead of 20 s per case on one core (docs/lmi_notes.md)."""
 
 POLISH_EVALUATIONS = 60
 """Simulations allowed by default for the last, sharp stage on the fine grid (:data:`SHARP`; ~0.1-1 s each)."""
@@ -72,8 +72,9 @@ masks better than the true parameters do in 36 of 40 validation cases (the one-v
 steps blur what tells them apart); with this one the truth fits better than that optimum in 29 of 40. Sixty more
 simulations from the fine optimum with it (40 validation cases): Dice at c = 0.01 / 0.1 / 0.8 +0.016 +- 0.003 /
 +0.014 +- 0.004 / +0.015 +- 0.017 and MAE lower by 15-25 %; on all 600 test cases, paired, +0.020 +- 0.001 /
-+0.015 +- 0.001 / +0.033 +- 0.007 (to 0.971 / 0.965 / 0.868), refined mu1 error (median) 4.7 -> 2.2 % (README,
-"The polish"). Too sharp to start the search with: the simplex stalls on its steps far from the optimum."""
++0.015 +- 0.001 / +0.033 +- 0.007 (to 0.971 / 0.965 / 0.868), refined mu1 error (median) 4.7 -> 2.2 %
+(docs/lmi_notes.md, "The polish"). Too sharp to start the search with: the simplex stalls on its steps far from the
+optimum."""
 
 DICE_LIKELIHOOD_SCALE = 100.0
 """Scale of the pseudo-likelihood exp(-scale (1 - Dice)) with which the visibility levels are integrated out.

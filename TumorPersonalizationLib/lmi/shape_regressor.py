@@ -9,7 +9,7 @@
   learn from data.
 - :class:`MemberMean`: the mean output of several of either, trained alike from different random seeds (the
   settings' ``members``). Ten of each lift the network alone's Dice by +0.005 / +0.005 / +0.013 over one
-  (600 test cases, paired; README, "Ensembles of the shape regressors").
+  (600 test cases, paired; docs/lmi_notes.md, "Ensembles of the shape regressors").
 
 All are trained once on the same simulations; none simulates at inference. Trained by ``Scripts/lmi_train_shape.py``
 with the config's ``shape_regressor`` and ``seed_regressor`` sections; the shipped weights are
