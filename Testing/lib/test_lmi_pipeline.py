@@ -64,6 +64,7 @@ def atlas_anatomy_patient(tmp_path_factory):
     """A patient with the atlas' anatomy on a 2 mm grid of another origin, its tissue maps, and a tumor grown in
     them with known parameters, written to files (``truth`` holds the true density, ``seed_ras_mm`` the seed)."""
     from TumorPersonalizationLib.imaging.atlas import load_atlas
+    from TumorPersonalizationLib.imaging.io import resample
     from TumorPersonalizationLib.imaging.tissue import TissueMaps, regrid_geometry, resample_tissue
     from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
 
@@ -78,7 +79,8 @@ def atlas_anatomy_patient(tmp_path_factory):
     truth = domain.simulate(0.2, 0.04, 250.0, seed_index)
     folder = tmp_path_factory.mktemp("atlas_patient")
     files = {name: write_volume(volume, folder / f"{name}.nii.gz") for name, volume in (
-        ("t1", tissue.background), ("wm", tissue.wm), ("gm", tissue.gm), ("csf", tissue.csf),
+        ("t1", tissue.background), ("t1_whole_head", resample(atlas.t1, geometry, "linear")),
+        ("wm", tissue.wm), ("gm", tissue.gm), ("csf", tissue.csf),
         ("t1gd", tissue.wm.like((truth >= 0.7).astype(np.uint8))),
         ("flair", tissue.wm.like((truth >= 0.25).astype(np.uint8))), ("truth", tissue.wm.like(truth)))}
     return dict(files, seed_ras_mm=geometry.index_to_ras(seed_index), inside=domain.inside)
@@ -109,6 +111,21 @@ def test_patient_tissue_maps_are_simulated_in_and_the_seed_carried_there(tmp_pat
 
     near_domain = ndimage.binary_dilation(p["inside"])
     assert density.array[~near_domain].max() < 0.05
+
+
+def test_whole_head_t1_end_to_end(tmp_path, atlas_anatomy_patient, capsys):
+    # The same patient given as a whole head: detected as such, registered with its skull, and the tumor found.
+    p = atlas_anatomy_patient
+    out = tmp_path / "out"
+    code, _, stderr = run(lmi_args(dict(p, t1=p["t1_whole_head"]), out), capsys)
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["registration"]["skull_stripped"] is False
+    density = read_volume(out / "density.nii.gz")
+    assert density.geometry.is_close(read_volume(p["t1_whole_head"]).geometry)
+    assert np.linalg.norm(np.subtract(report["seed_in_patient_ras_mm"], p["seed_ras_mm"])) < 8.0
+    dice = dice_at_levels(density, read_volume(p["truth"]), (0.1, 0.5))
+    assert dice["0.1"] >= 0.75 and dice["0.5"] >= 0.7, dice
 
 
 def test_auto_takes_the_networks_mu_only_for_an_unrefined_simulation_in_the_patients_tissue():
