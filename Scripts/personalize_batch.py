@@ -90,8 +90,7 @@ def run_with_cli(name, files, out: Path, args) -> dict:
 
     method = runner.METHODS[args.method]
     command = runner.buildCommand(
-        method, {f"--{role}": path for role, path in files.items()}, out, capabilities=runner.cliCapabilities(),
-        marginMm=args.margin_mm, samples=args.samples, fast=args.fast, workers=args.workers, randomSeed=args.seed)
+        method, {f"--{role}": path for role, path in files.items()}, out, marginMm=args.margin_mm, samples=args.samples, fast=args.fast, workers=args.workers, randomSeed=args.seed)
     if args.dry_run:
         return {"command": command}
     job = runner.CliJob(command, env=runner.childEnvironment())

@@ -85,16 +85,15 @@ class TumorPersonalization(ScriptedLoadableModule):
 #
 
 
-class PersonalizationMethod(enum.Enum):
-    """The method choice; labels and command-line details live in ``runner.METHODS``."""
-
-    LMI = "lmi"
-    LMI_REFINE = "lmiRefine"
-    TMCMC = "tmcmc"
-
+class _MethodChoice(enum.Enum):
     @staticmethod
     def label(member):
         return _runner.METHODS[member.value].label
+
+
+PersonalizationMethod = _MethodChoice("PersonalizationMethod", [(key, key) for key in _runner.METHODS])
+"""The method choice: one member per method preset of the Lib's registry (``runner.METHODS``: "lmi",
+"lmiRefine", "tmcmc", ...), named and valued by its key."""
 
 
 class PlanMode(enum.Enum):
@@ -133,7 +132,7 @@ class TumorPersonalizationParameterNode:
     wmMap: vtkMRMLScalarVolumeNode
     gmMap: vtkMRMLScalarVolumeNode
     csfMap: vtkMRMLScalarVolumeNode
-    method: PersonalizationMethod = PersonalizationMethod.LMI
+    method: PersonalizationMethod = PersonalizationMethod[next(iter(_runner.METHODS))]
     tmcmcSamples: Annotated[int, WithinRange(32, 8192)] = 2048
     tmcmcFast: bool = False
     workers: Annotated[int, WithinRange(0, 256)] = 0
@@ -362,24 +361,17 @@ class TumorPersonalizationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._capabilities = None
 
     def getParameterNode(self):
         return TumorPersonalizationParameterNode(super().getParameterNode())
 
     # -- methods --------------------------------------------------------------------------------------------
 
-    def capabilities(self):
-        """What the installed CLI accepts (read once from its parser)."""
-        if self._capabilities is None:
-            self._capabilities = _runner.cliCapabilities()
-        return self._capabilities
-
     def methodUnavailableReason(self, methodKey: str):
-        """None when ``methodKey`` can run; else the sentence to show the user."""
+        """None when ``methodKey`` is one of the registry's methods; else the sentence to show the user."""
         if methodKey not in _runner.METHODS:
             return f"unknown method {methodKey!r}; choose one of {', '.join(_runner.METHODS)}"
-        return self.capabilities().unavailableReason(_runner.METHODS[methodKey])
+        return None
 
     def ensureDependencies(self, methodKey: str) -> None:
         """Install missing pinned packages (and torch for Learn-Morph-Infer) at first use, inside Slicer."""
@@ -424,7 +416,7 @@ class TumorPersonalizationLogic(ScriptedLoadableModuleLogic):
         try:
             files, names, notes, core = self._exportInputs(inputs, method, workDir / "inputs")
             command = _runner.buildCommand(
-                method, files, workDir / "out", capabilities=self.capabilities(), marginMm=settings.marginMm,
+                method, files, workDir / "out", marginMm=settings.marginMm,
                 samples=settings.tmcmcSamples, fast=settings.tmcmcFast, workers=settings.workers,
                 randomSeed=settings.randomSeed)
             logging.info("TumorPersonalization: " + " ".join(command))

@@ -16,11 +16,6 @@ import numpy as np
 from . import __version__
 from .errors import Cancelled, InputError
 
-REFINE_EVALUATIONS = 300  # lmi/refinement.DEFAULT_EVALUATIONS (not imported: the CLI starts without torch/scipy)
-REFINE_FINE_EVALUATIONS = 120  # lmi/refinement.FINE_EVALUATIONS
-REFINE_POLISH_EVALUATIONS = 60  # lmi/refinement.POLISH_EVALUATIONS
-
-
 class ProgressBar:
     """A tqdm bar on stderr driven by fractions in [0, 1]; usable as a Lib progress callback."""
 
@@ -90,16 +85,6 @@ def _positive_float(text: str) -> float:
 
 def _nonnegative_float(text: str) -> float:
     return _number(text, allow_zero=True)
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _refuse_overwriting_inputs(outputs, inputs) -> None:
@@ -251,161 +236,166 @@ def _run_plan(args) -> int:
 
 
 def _add_tissue_options(p) -> None:
-    p.add_argument("--wm", type=Path, help="white-matter probability map (NIfTI/NRRD); default: bundled atlas "
-                   "(personalize --method lmi: the patient's own maps on the --t1 grid, simulated in instead of "
-                   "the atlas)")
+    p.add_argument("--wm", type=Path, help="white-matter probability map (NIfTI/NRRD); default: bundled atlas")
     p.add_argument("--gm", type=Path, help="grey-matter probability map, same grid as --wm")
     p.add_argument("--csf", type=Path, help="CSF probability map, same grid (plans stay out of CSF)")
 
 
+_INPUT_HELP = {
+    "t1": "the patient's T1 or T1Gd image (whole head or skull-stripped)",
+    "t1gd": "T1Gd tumor segmentation (binary)",
+    "flair": "FLAIR tumor segmentation (binary, contains T1Gd)",
+    "pet": "FET-PET uptake image (non-negative), same grid",
+    "wm": "the patient's white-matter probability map, same grid (default: the bundled atlas)",
+    "gm": "grey-matter probability map, same grid as --wm",
+    "csf": "CSF probability map, same grid (plans stay out of CSF)",
+    "recurrence": "follow-up (recurrence) segmentation, same grid: the plans' coverage of it is reported",
+}
+
+
+def _method_flags() -> dict:
+    """Every Settings field shown as a flag, by name: (field description, the methods that have it)."""
+    from . import methods
+
+    flags = {}
+    for name in methods.names():
+        for field in methods.get(name).Settings.describe():
+            if field["flag"]:
+                flags.setdefault(field["name"], (field, []))[1].append(name)
+    return flags
+
+
+def _add_setting_flag(group, field: dict, owners: list, all_methods: tuple) -> None:
+    unit = f" ({field['unit']})" if field["unit"] else ""
+    where = "" if len(owners) == len(all_methods) else f" [{', '.join(owners)}]"
+    default = "" if field["default"] in (None, False) else f"; default {field['default']}"
+    text = f"{field['help']}{unit}{default}{where}"
+    if field["type"] == "bool":
+        group.add_argument(field["flag"], action="store_true", default=None, help=text)
+        return
+    kind = {"int": int, "float": float}.get(field["type"].split(" ")[0], str)
+    group.add_argument(field["flag"], type=kind, choices=field["choices"], default=None, help=text,
+                       metavar=None if field["choices"] else field["name"].upper())
+
+
 def _add_personalize(sub) -> None:
+    from . import methods
+    from .personalization.case import INPUTS
+
+    names = methods.names()
+    summaries = "; ".join(f"{n}: {methods.get(n).SUMMARY}" for n in names)
     p = sub.add_parser("personalize", help="personalize the growth model to a patient's segmentations",
                        description="Infer the tumor cell density (and model parameters) from T1Gd and FLAIR "
                                    "segmentations (and FET-PET), then write the density, its uncertainty, the "
-                                   "radiotherapy plans, a report and figures to --out.")
-    p.add_argument("--method", choices=["tmcmc", "lmi"], default="tmcmc",
-                   help="tmcmc: Bayesian calibration with Transitional MCMC (thesis ch. 5), on the tissue maps' grid; "
-                        "lmi: Learn-Morph-Infer (thesis ch. 7): registers --t1 to the atlas, about a minute")
-    p.add_argument("--t1gd", type=Path, required=True,
-                   help="T1Gd tumor segmentation (binary; grid of --t1 for lmi, of the tissue maps for tmcmc)")
-    p.add_argument("--flair", type=Path, required=True, help="FLAIR tumor segmentation (binary, contains T1Gd)")
-    p.add_argument("--pet", type=Path, help="FET-PET uptake image (non-negative), same grid (tmcmc)")
-    lmi = p.add_argument_group("Learn-Morph-Infer (--method lmi)")
-    lmi.add_argument("--t1", type=Path, help="the patient's T1 or T1Gd image (whole-head or skull-stripped)")
-    lmi.add_argument("--refine", action="store_true",
-                     help="refine the network's estimate with a short Nelder-Mead search (10-40 s)")
-    lmi.add_argument("--refine-evaluations", type=int, default=REFINE_EVALUATIONS,
-                     help=f"simulations allowed in --refine on the 3 mm network grid (default {REFINE_EVALUATIONS})")
-    lmi.add_argument("--refine-fine-evaluations", type=int, default=REFINE_FINE_EVALUATIONS,
-                     help=f"then on the atlas' 1.5 mm grid (default {REFINE_FINE_EVALUATIONS}; 0: skip)")
-    lmi.add_argument("--refine-polish-evaluations", type=int, default=REFINE_POLISH_EVALUATIONS,
-                     help="then a polish there with a sharper objective "
-                          f"(default {REFINE_POLISH_EVALUATIONS}; 0: skip)")
-    lmi.add_argument("--skull-stripped", choices=["auto", "yes", "no"], default="auto",
-                     help="is --t1 skull-stripped? (auto: decided from the image's foreground volume)")
-    lmi.add_argument("--weights", type=Path, help="trained network (default Resources/LMI/inverse_net.pt)")
-    lmi.add_argument("--mu-from", choices=["auto", "shape", "network"], default="auto",
-                     help="take mu1, mu2 from the shape regressor or the inverse network (auto, the default: the "
-                          "network's with --wm/--gm and no --refine, where they fit better; the shape regressor's "
-                          "otherwise)")
-    lmi.add_argument("--shape-weights", type=Path,
-                     help="trained shape regressor (default Resources/LMI/shape_regressor.pt)")
-    lmi.add_argument("--seed-from", choices=["shape", "network"], default="shape",
-                     help="take the seed from the seed regressor (default; ~2 mm off on the test set) or the "
-                          "inverse network (~3.6 mm)")
-    lmi.add_argument("--seed-weights", type=Path,
-                     help="trained seed regressor (default Resources/LMI/seed_regressor.pt)")
-    _add_tissue_options(p)
-    p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
-    p.add_argument("--samples", type=int, default=2048, help="TMCMC samples per stage (default 2048)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
-    p.add_argument("--dask-scheduler", metavar="ADDR", help="run forward simulations on a Dask cluster")
-    p.add_argument("--grid-mm", type=_positive_float, help="calibration grid spacing (default: the tissue grid)")
-    p.add_argument("--fast", action="store_true",
-                   help=f"{FAST_SAMPLES} samples per stage instead of 2048 (about 4x faster, more Monte Carlo error)")
-    p.add_argument("--margin-mm", type=_nonnegative_float, default=15.0, help="standard-plan margin (mm)")
-    p.add_argument("--seed", type=_nonnegative_int, default=0, help="random seed >= 0 (results are reproducible)")
+                                   "radiotherapy plans, a report and figures to --out. Every setting of a method, "
+                                   "with its default and unit: `methods`.")
+    p.add_argument("--method", choices=names, default=names[0], help=f"default {names[0]}. {summaries}")
+    for key in INPUTS:
+        p.add_argument(f"--{key}", type=Path, help=_INPUT_HELP[key])
+    group = p.add_argument_group("method settings (those of other methods are refused)")
+    for field, owners in _method_flags().values():
+        _add_setting_flag(group, field, owners, names)
+    p.add_argument("--settings", type=Path, metavar="JSON",
+                   help="a JSON object of the method's settings (every field `methods` lists); flags override it")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress-json", action="store_true",
                    help='progress as JSON lines on stderr, {"progress": 0.42, "message": "..."} '
                         '(for the Slicer module)')
-    p.set_defaults(run=_run_personalize,
-                   option_defaults={name: p.get_default(name) for name in _TMCMC_ONLY + _LMI_ONLY})
+    p.set_defaults(run=_run_personalize)
 
 
-FAST_SAMPLES = 320
+def _settings_from_args(args, method: str):
+    """The method's Settings from ``--settings`` and the flags; flags of other methods are refused."""
+    from . import methods
+    from .personalization.settings import read_settings_file
+
+    values = read_settings_file(args.settings) if args.settings is not None else {}
+    own = {f["name"] for f in methods.get(method).Settings.describe()}
+    for name, (field, owners) in _method_flags().items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name not in own:
+            raise InputError(f"{field['flag']} is not used by --method {method} "
+                             f"(it belongs to --method {', '.join(owners)})")
+        values[name] = value
+    source = f"--settings {args.settings}" if args.settings is not None else "settings"
+    return methods.get(method).Settings.from_mapping(values, source=source)
 
 
-# Options that only one method reads: given with the other method, they are refused rather than ignored.
-_TMCMC_ONLY = ("samples", "fast", "workers", "dask_scheduler", "grid_mm", "ratio", "pet")
-_LMI_ONLY = ("t1", "refine", "refine_evaluations", "refine_fine_evaluations", "refine_polish_evaluations",
-             "skull_stripped", "weights", "mu_from", "shape_weights", "seed_from", "seed_weights")
+def _case_from_args(args, method: str):
+    """The Case from the input flags; inputs the method does not read are refused, missing ones named."""
+    from . import methods
+    from .personalization import Case
+    from .personalization.case import INPUTS
 
-
-def _refuse_options_of_other_method(args) -> None:
-    other = _TMCMC_ONLY if args.method == "lmi" else _LMI_ONLY
-    for name in other:
-        if getattr(args, name) != args.option_defaults[name]:
-            flag = "--" + name.replace("_", "-")
-            raise InputError(f"{flag} is not used by --method {args.method} "
-                             f"(it belongs to --method {'tmcmc' if args.method == 'lmi' else 'lmi'})")
-
-
-def _run_personalize_lmi(args) -> int:
-    from .imaging.io import read_volume
-    from .lmi.pipeline import personalize_lmi
-    from .personalize import OUTPUT_NAMES, write_outputs
-
-    if args.t1 is None:
-        raise InputError("--method lmi needs --t1 (the patient's T1 image, to register to the atlas)")
-    if args.refine_evaluations < 6:
-        raise InputError(f"--refine-evaluations must be at least 6, got {args.refine_evaluations}")
-    for flag in ("--refine-fine-evaluations", "--refine-polish-evaluations"):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value != 0 and value < 6:  # 6: the start and its simplex
-            raise InputError(f"{flag} must be 0 (skip) or at least 6, got {value}")
-    if args.shape_weights is not None and args.mu_from == "network":
-        raise InputError("--shape-weights is not read with --mu-from network")
-    if args.seed_weights is not None and args.seed_from == "network":
-        raise InputError("--seed-weights is not read with --seed-from network")
-    _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES],
-                               [args.t1, args.t1gd, args.flair, args.wm, args.gm, args.csf])
-    t1 = read_volume(args.t1, "--t1")
-    t1gd, flair = read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair")
-    patient_tissue = None
-    if args.wm is not None or args.gm is not None or args.csf is not None:
-        from .imaging.tissue import load_tissue_maps
-
-        patient_tissue = load_tissue_maps(args.wm, args.gm, args.csf)
-    bar = _progress_for(args, "personalizing (lmi)")
-    try:
-        result, tissue, observation = personalize_lmi(
-            t1, t1gd, flair, names=(f"--t1 {args.t1}", f"--t1gd {args.t1gd}", f"--flair {args.flair}"),
-            refine_fit=args.refine, refine_evaluations=args.refine_evaluations,
-            refine_fine_evaluations=args.refine_fine_evaluations,
-            refine_polish_evaluations=args.refine_polish_evaluations,
-            skull_stripped={"auto": None, "yes": True, "no": False}[args.skull_stripped], weights=args.weights,
-            mu_from=args.mu_from, shape_weights=args.shape_weights, seed_from=args.seed_from,
-            seed_weights=args.seed_weights, patient_tissue=patient_tissue, progress=bar)
-    finally:
-        bar.close()
-    report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)
-    parameters = {k: v["value"] for k, v in report["parameters"].items()}
-    print(json.dumps({"out": str(args.out), "parameters": parameters, "timings_s": report["timings_s"]}, indent=2))
-    return 0
+    module = methods.get(method)
+    paths = {key: getattr(args, key) for key in INPUTS if getattr(args, key) is not None}
+    for key in paths:
+        if key not in module.REQUIRED_INPUTS + module.OPTIONAL_INPUTS:
+            raise InputError(f"--{key} is not used by --method {method}")
+    for key in module.REQUIRED_INPUTS:
+        if key not in paths:
+            raise InputError(f"--method {method} needs --{key} ({_INPUT_HELP[key]})")
+    return Case.from_files(**paths, names={key: f"--{key} {path}" for key, path in paths.items()})
 
 
 def _run_personalize(args) -> int:
-    _refuse_options_of_other_method(args)
-    if args.method == "lmi":
-        return _run_personalize_lmi(args)
-    from .imaging.io import read_volume
-    from .imaging.tissue import load_tissue_maps
-    from .inference.likelihood import Observation
-    from .personalize import OUTPUT_NAMES, personalize_tmcmc, write_outputs
+    from . import methods
+    from .personalization.result import refuse_overwriting_inputs
 
-    _refuse_overwriting_inputs([args.out / name for name in OUTPUT_NAMES],
-                               [args.t1gd, args.flair, args.pet, args.wm, args.gm, args.csf])
-    if args.samples < 32:
-        raise InputError(f"--samples must be at least 32, got {args.samples}")
-    tissue = load_tissue_maps(args.wm, args.gm, args.csf)
-    observation = Observation.from_volumes(
-        read_volume(args.t1gd, "--t1gd"), read_volume(args.flair, "--flair"),
-        read_volume(args.pet, "--pet") if args.pet is not None else None, tissue.geometry,
-        names=(f"--t1gd {args.t1gd}", f"--flair {args.flair}", f"--pet {args.pet}"))
+    settings = _settings_from_args(args, args.method)
+    case = _case_from_args(args, args.method)
+    refuse_overwriting_inputs(args.out, case)  # before the long run, not only when writing
     bar = _progress_for(args, f"personalizing ({args.method})")
     try:
-        result = personalize_tmcmc(tissue, observation, n_samples=FAST_SAMPLES if args.fast else args.samples,
-                                   seed=args.seed, workers=args.workers, dask_scheduler=args.dask_scheduler,
-                                   grid_mm=args.grid_mm, ratio=args.ratio, progress=bar)
+        result = methods.personalize(case, args.method, settings=settings, progress=bar)
     finally:
         bar.close()
-    report = write_outputs(result, args.out, tissue, observation, margin_mm=args.margin_mm)
-    parameters = {k: {"map": round(v["map"], 4), "ci95": [round(c, 4) for c in v["ci95"]]}
-                  for k, v in report["parameters"].items()}
-    print(json.dumps({"out": str(args.out), "parameters": parameters, "timings_s": report["timings_s"],
-                      "forward_runs": report["forward_runs"]}, indent=2))
+    report = result.write(args.out)
+    print(json.dumps({"out": str(args.out), "parameters": _parameter_summary(report["parameters"]),
+                      "timings_s": report["timings_s"],
+                      **({"forward_runs": report["forward_runs"]} if "forward_runs" in report else {})}, indent=2))
+    return 0
+
+
+def _parameter_summary(parameters: dict) -> dict:
+    """Each parameter's value (or MAP and 95 % interval), rounded for the terminal."""
+    out = {}
+    for name, entry in parameters.items():
+        if "value" in entry:
+            out[name] = entry["value"]
+        else:
+            out[name] = {"map": round(entry["map"], 4), "ci95": [round(c, 4) for c in entry["ci95"]]}
+    return out
+
+
+def _add_methods(sub) -> None:
+    p = sub.add_parser("methods", help="list the personalization methods and their settings",
+                       description="Each personalization method, one line on what it does, the inputs it reads and "
+                                   "its settings with defaults and units (give them to `personalize` as flags or "
+                                   "in a --settings JSON file).")
+    p.add_argument("--json", action="store_true", help="machine-readable output (what the Slicer module reads)")
+    p.set_defaults(run=_run_methods)
+
+
+def _run_methods(args) -> int:
+    from . import methods
+
+    described = methods.available()
+    if args.json:
+        print(json.dumps({"methods": described}, indent=2))
+        return 0
+    for method in described:
+        inputs = method["inputs"]
+        print(f"{method['name']}: {method['summary']}")
+        print(f"  inputs: {' '.join(inputs['required'])} (required); {' '.join(inputs['optional'])} (optional)")
+        for field in method["settings"]:
+            unit = f" {field['unit']}" if field["unit"] else ""
+            shown = field["flag"] or "--settings"
+            print(f"  {field['name']:<28} {str(field['default']) + unit:<14} {shown:<18} {field['help']}")
+        print()
     return 0
 
 
@@ -417,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_plan(sub)
     _add_personalize(sub)
+    _add_methods(sub)
     return parser
 
 

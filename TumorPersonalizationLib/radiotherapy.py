@@ -20,17 +20,9 @@ from scipy import ndimage
 from . import metrics
 from .errors import InputError
 from .imaging.volume import Volume, require_same_grid
+from .plan_defaults import (CSF_THRESHOLD, DEFAULT_CORE_LABELS, DEFAULT_MARGIN_MM,  # noqa: F401 (re-exported)
+                            DEFAULT_MIN_PROBABILITY, DEFAULT_THRESHOLD)
 from .validation import unit_interval
-
-DEFAULT_MARGIN_MM = 15.0
-DEFAULT_CORE_LABELS = (1, 3, 4)
-"""BraTS necrosis (1) and enhancing tumor (4 up to BraTS 2021, 3 from 2023): the T1Gd-visible core."""
-DEFAULT_THRESHOLD = 0.01
-"""Density threshold of the threshold plan: well below the FLAIR-visible border (thesis range 0.05-0.5 for
-c_FLAIR), so the plan reaches cells MRI cannot show; it is also the lowest level Learn-Morph-Infer is scored at."""
-DEFAULT_MIN_PROBABILITY = 0.5
-CSF_THRESHOLD = 0.5
-"""A voxel counts as CSF when its CSF probability is at least this."""
 
 
 def check_density(density: Volume, name: str = "density") -> np.ndarray:

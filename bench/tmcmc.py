@@ -1,13 +1,13 @@
 """Bayesian calibration benchmark: wall time, forward runs, stages and parameter recovery on synthetic cases.
 
     .venv/bin/python bench/tmcmc.py            # default settings: 2048 samples per stage on the 1.5 mm atlas grid
-    .venv/bin/python bench/tmcmc.py --fast     # what `personalize --fast` runs: 384 samples per stage
+    .venv/bin/python bench/tmcmc.py --fast     # what `personalize --method tmcmc --fast` runs: 320 samples per stage
     .venv/bin/python bench/tmcmc.py --pet      # add a synthetic FET-PET (b u + noise)
     .venv/bin/python bench/tmcmc.py --grid-mm 3 --thresholded   # a coarser model grid / hard-threshold masks
 
 The case: Dw = 0.3 mm^2/day, rho = 0.03 /day, T = 250 days, seed at RAS (-25, -10, 20) mm in the bundled atlas;
 T1Gd and FLAIR masks drawn from the thesis' Bernoulli observation model (u_c = 0.7 / 0.25, sigma_alpha = 0.05), or
-hard thresholds with --thresholded. Printed: one line of cost, then the recovery checks the issue asks for
+hard thresholds with --thresholded. Printed: one line of cost, then the recovery checks
 (mu1 = sqrt(Dw T), mu2 = sqrt(rho T) and the seed inside the 95 % intervals; Dice of the MAP density against the
 ground truth at c = 0.25 and 0.6).
 """
@@ -22,10 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from TumorPersonalizationLib import metrics  # noqa: E402
-from TumorPersonalizationLib.cli import FAST_SAMPLES  # noqa: E402
 from TumorPersonalizationLib.imaging.tissue import load_tissue_maps  # noqa: E402
-from TumorPersonalizationLib.inference.likelihood import Observation  # noqa: E402
-from TumorPersonalizationLib.personalize import personalize_tmcmc  # noqa: E402
+from TumorPersonalizationLib.methods import tmcmc  # noqa: E402
+from TumorPersonalizationLib.personalization import Case  # noqa: E402
 from TumorPersonalizationLib.synthetic import synthetic_case  # noqa: E402
 
 TRUTH = dict(dw=0.3, rho=0.03, days=250.0, seed=(-25.0, -10.0, 20.0))
@@ -46,10 +45,12 @@ def main(argv=None) -> int:
     case = synthetic_case(tissue, TRUTH["dw"], TRUTH["rho"], TRUTH["days"], TRUTH["seed"], uc_t1gd=0.7,
                           uc_flair=0.25, sigma_alpha=None if args.thresholded else 0.05,
                           pet_b=0.9 if args.pet else None, pet_sigma=0.05)
-    observation = Observation.from_volumes(case.t1gd, case.flair, case.pet, tissue.geometry)
-    n = args.samples or (FAST_SAMPLES if args.fast else 2048)
+    patient = Case.from_volumes(case.t1gd, case.flair, pet=case.pet)  # on the atlas grid: calibrated in the atlas
+    settings = tmcmc.Settings(samples=args.samples or tmcmc.DEFAULT_SAMPLES, fast=args.fast and not args.samples,
+                              workers=args.workers, grid_mm=args.grid_mm)
+    n = settings.population
     started = time.perf_counter()
-    result = personalize_tmcmc(tissue, observation, n_samples=n, workers=args.workers, grid_mm=args.grid_mm)
+    result = tmcmc.personalize(patient, settings)
     wall = time.perf_counter() - started
     report = result.report
     print(f"samples/stage {n}  grid {report['settings']['grid_mm'][0]} mm  ROI {report['settings']['roi_shape']}  "
@@ -74,9 +75,7 @@ def main(argv=None) -> int:
     print(f"recovery {'PASSED' if ok else 'FAILED'}: mu1, mu2 and seed inside their 95% intervals, "
           f"MAP Dice >= 0.9")
     if args.out is not None:
-        from TumorPersonalizationLib.personalize import write_outputs
-
-        write_outputs(result, args.out, tissue, observation, truth=case.truth)
+        result.write(args.out, truth=case.truth)
     return 0
 
 

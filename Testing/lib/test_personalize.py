@@ -7,8 +7,9 @@ import pytest
 from TumorPersonalizationLib.cli import main
 from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
 from TumorPersonalizationLib.imaging.tissue import TissueMaps
-from TumorPersonalizationLib.inference.likelihood import Observation
-from TumorPersonalizationLib.personalize import personalize_tmcmc, posterior_draws, write_outputs
+from TumorPersonalizationLib.methods import tmcmc
+from TumorPersonalizationLib.inference.posterior import posterior_draws
+from TumorPersonalizationLib.personalization import Case
 from TumorPersonalizationLib.synthetic import synthetic_case
 
 from conftest import phantom_tissue
@@ -28,15 +29,15 @@ def phantom_case():
 
 def test_tmcmc_personalization_writes_every_output(tmp_path, phantom_case):
     tissue, case = phantom_case
-    observation = Observation.from_volumes(case.t1gd, case.flair, case.pet, GEOMETRY)
+    patient = Case.from_volumes(case.t1gd, case.flair, pet=case.pet, wm=tissue.wm, gm=tissue.gm, csf=tissue.csf)
     fractions = []
-    result = personalize_tmcmc(tissue, observation, n_samples=96, workers=1, predictive_draws=6,
-                               progress=fractions.append)
+    result = tmcmc.personalize(patient, tmcmc.Settings(samples=96, workers=1, predictive_draws=6),
+                               progress=lambda fraction, message: fractions.append(fraction))
     assert fractions[-1] == 1.0 and fractions == sorted(fractions)
     assert result.density.geometry == GEOMETRY and result.density_std.geometry == GEOMETRY
     assert 0.0 <= result.density.array.min() and result.density.array.max() <= 1.0
     assert result.samples.shape[1] == len(result.sample_names) == 14  # 11 parameters + mu1, mu2, v
-    report = write_outputs(result, tmp_path, tissue, observation, truth=case.truth)
+    report = result.write(tmp_path, truth=case.truth)
     for name in ("density.nii.gz", "density_std.nii.gz", "density_map.nii.gz", "report.json", "overview.png",
                  "posterior.png", "plan.png", "ctv_standard.nii.gz", "ctv_model.nii.gz", "ctv_probabilistic.nii.gz"):
         assert (tmp_path / name).is_file(), name
@@ -111,6 +112,6 @@ def test_posterior_draws_keep_the_weight_of_repeated_samples():
 def test_a_negative_seed_is_an_argument_error(tmp_path, case_files, capsys):
     argv = ["personalize", "--method", "tmcmc", "--t1gd", str(case_files["t1gd"]), "--flair",
             str(case_files["flair"]), "--seed", "-1", "--out", str(tmp_path / "out"), "--quiet"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2 and "--seed: must be >= 0" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "seed (--seed) must be at least 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

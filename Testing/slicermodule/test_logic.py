@@ -63,9 +63,8 @@ def _segment_on_grid(segmentation, segment_name, reference_node):
 def test_personalization_lands_in_the_right_place_and_survives_mrb(module, tmp_path):
     import slicer
 
-    from TumorPersonalizationLib.imaging.tissue import TissueMaps
-    from TumorPersonalizationLib.inference.likelihood import Observation
-    from TumorPersonalizationLib.personalize import personalize_tmcmc
+    from TumorPersonalizationLib.methods import tmcmc
+    from TumorPersonalizationLib.personalization import Case
 
     case = make_case()
     logic = module.TumorPersonalizationLogic()
@@ -101,9 +100,8 @@ def test_personalization_lands_in_the_right_place_and_survives_mrb(module, tmp_p
     # the affine in float32, and a 1e-7 mm shift of the prior's seed box already sends the sampler elsewhere.)
     files = {name: read_volume(tmp_path / "work" / "inputs" / f"{name}.nii.gz") for name in
              ("wm", "gm", "csf", "t1gd", "flair")}
-    tissue = TissueMaps(files["wm"], files["gm"], files["csf"])
-    observation = Observation.from_volumes(files["t1gd"], files["flair"], None, tissue.geometry)
-    direct = personalize_tmcmc(tissue, observation, n_samples=32, seed=0, workers=1)
+    patient = Case.from_volumes(files["t1gd"], files["flair"], wm=files["wm"], gm=files["gm"], csf=files["csf"])
+    direct = tmcmc.personalize(patient, tmcmc.Settings(samples=32, seed=0, workers=1))
     assert np.allclose(node_array, direct.density.array, atol=1e-6)
 
     # CTVs: Slicer's own export of each segment onto the T1 grid equals the Lib's plan files.
@@ -152,8 +150,8 @@ def test_parameter_node_round_trip(module, tmp_path):
     case = make_case(days=120.0)
     logic = module.TumorPersonalizationLogic()
     node = logic.getParameterNode()
-    assert node.method == module.PersonalizationMethod.LMI and node.marginMm == 15.0  # defaults
-    values = dict(method=module.PersonalizationMethod.TMCMC, tmcmcSamples=512, tmcmcFast=True, workers=3,
+    assert node.method == module.PersonalizationMethod['lmi'] and node.marginMm == 15.0  # defaults
+    values = dict(method=module.PersonalizationMethod['tmcmc'], tmcmcSamples=512, tmcmcFast=True, workers=3,
                   randomSeed=7, marginMm=20.5, planMode=module.PlanMode.PROBABILISTIC, **case.nodes)
     for key, value in values.items():
         setattr(node, key, value)

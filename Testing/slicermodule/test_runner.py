@@ -1,5 +1,6 @@
 """The module's subprocess runner and dependency pins: plain Python, no Slicer needed."""
 import json
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -26,37 +27,41 @@ def test_json_progress_lines_parse_and_are_throttled(capsys):
     assert runner.parseProgressLine('{"progress": "x"}') is None
 
 
-def test_methods_are_listed_and_a_cli_without_a_method_is_refused_clearly():
+def test_methods_come_from_the_registry():
+    # The panel offers every variant of every method the Lib registers, with its label, from `methods --json`.
+    completed = subprocess.run([sys.executable, "-m", "TumorPersonalizationLib", "methods", "--json"],
+                               capture_output=True, text=True, check=True, env=runner.childEnvironment())
+    listing = json.loads(completed.stdout)["methods"]
+    assert runner.methodsFromListing(listing) == runner.METHODS
     assert [m.label for m in runner.METHODS.values()] == [
         "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)"]
-    capabilities = runner.cliCapabilities()
-    assert "tmcmc" in capabilities.methods and "--progress-json" in capabilities.flags
-    for method in runner.METHODS.values():
-        assert capabilities.unavailableReason(method) is None, method.key
-    without_lmi = runner.CliCapabilities(("tmcmc",), capabilities.flags)
-    reason = without_lmi.unavailableReason(runner.METHODS["lmiRefine"])
-    assert "not available" in reason and "TMCMC (Bayesian)" in reason
-    with pytest.raises(ValueError, match="not available"):
-        runner.buildCommand(runner.METHODS["lmi"], {"--t1gd": "a", "--flair": "b"}, "out",
-                            capabilities=without_lmi)
+    assert runner.METHODS["lmiRefine"].extraFlags == ("--refine",)
+    assert runner.METHODS["tmcmc"].samplesPosterior and runner.METHODS["lmi"].registersAtlas
+    # A method registered tomorrow appears with no change to the module; a preset must use a flag.
+    extra = dict(listing[-1], name="npe", variants=[{"key": "npe", "label": "NPE", "settings": {}}])
+    assert runner.methodsFromListing(listing + [extra])["npe"].cliMethod == "npe"
+    bad = dict(extra, variants=[{"key": "npe", "label": "NPE", "settings": {"grid_mm": 2.0}}])
+    with pytest.raises(ValueError, match="not a command-line flag"):
+        runner.methodsFromListing([bad])
 
 
 def test_command_for_each_method():
     files = {"--t1": "t1.nii.gz", "--t1gd": "t1gd.nii.gz", "--flair": "flair.nii.gz", "--pet": "pet.nii.gz",
              "--wm": "wm.nii.gz", "--gm": "gm.nii.gz"}
-    capabilities = runner.cliCapabilities()  # the real CLI's choices and flags
-    lmi = runner.buildCommand(runner.METHODS["lmiRefine"], files, "out", capabilities=capabilities, python="py")
+    lmi = runner.buildCommand(runner.METHODS["lmiRefine"], files, "out", randomSeed=3, python="py")
     assert lmi[:4] == ["py", "-m", "TumorPersonalizationLib", "personalize"]
     assert lmi[lmi.index("--method") + 1] == "lmi" and "--refine" in lmi and "--t1" in lmi
-    # The patient's own tissue maps go to Learn-Morph-Infer too (it simulates in them); PET does not.
+    # The patient's own tissue maps go to Learn-Morph-Infer too (it simulates in them); PET does not, nor
+    # settings that only TMCMC has.
     assert lmi[lmi.index("--wm") + 1] == "wm.nii.gz" and "--pet" not in lmi and "--samples" not in lmi
-    tmcmc = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=capabilities, samples=64,
-                                workers=2, marginMm=12.5, randomSeed=3, python="py")
+    assert "--seed" not in lmi and "--margin-mm" in lmi
+    tmcmc = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", samples=64, workers=2, marginMm=12.5,
+                                randomSeed=3, python="py")
     for flag, value in (("--samples", "64"), ("--workers", "2"), ("--margin-mm", "12.5"), ("--seed", "3"),
                         ("--wm", "wm.nii.gz"), ("--pet", "pet.nii.gz"), ("--out", "out")):
         assert tmcmc[tmcmc.index(flag) + 1] == value
     assert "--t1" not in tmcmc and "--progress-json" in tmcmc
-    fast = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", capabilities=capabilities, fast=True, python="py")
+    fast = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", fast=True, python="py")
     assert "--fast" in fast and "--samples" not in fast and "--workers" not in fast
 
 

@@ -5,9 +5,8 @@ nodes to NIfTI files, builds a command with :func:`buildCommand`, starts a :clas
 ``qt.QTimer`` in the GUI, from a sleep loop in batch mode); the CLI reports progress as JSON lines on stderr
 (``--progress-json``).
 
-Methods are listed once, in :data:`METHODS`. A method is offered as *available* only when the installed CLI
-accepts it (:func:`cliCapabilities` reads the CLI's own argument parser), so a Lib older than the module gives a
-clear message instead of a crash, and a new method needs one entry here.
+The methods come from the Lib's registry (:func:`listMethods`, what ``methods --json`` prints): a method
+registered in the Lib appears in the panel with no change here.
 """
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ CANCEL_GRACE_S = 5.0
 
 @dataclass(frozen=True)
 class Method:
-    """One personalization method as the module offers it.
+    """One personalization method as the panel offers it: a preset ("variant") of a registered Lib method.
 
     Attributes
     ----------
@@ -37,11 +36,13 @@ class Method:
     label : str
         Shown in the method combo box.
     cliMethod : str
-        Value of the CLI's ``personalize --method``.
+        The registered method: the CLI's ``personalize --method``.
     extraFlags : tuple of str
-        Flags appended for this variant (e.g. ``--refine``); each must be known to the CLI.
+        The variant's settings as flags (e.g. ``--refine``).
     inputFlags : tuple of str
-        Which inputs the CLI takes for this method, among ``--t1 --pet --wm --gm --csf`` (T1Gd and FLAIR always).
+        Which inputs the method takes besides T1Gd and FLAIR, among ``--t1 --pet --wm --gm --csf ...``.
+    settingFlags : frozenset of str
+        The method's settings that the CLI takes as flags (``--samples``, ``--margin-mm``, ...).
     samplesPosterior : bool
         The method writes posterior marginals (``report.json["marginals"]``) and a probabilistic CTV.
     registersAtlas : bool
@@ -54,60 +55,49 @@ class Method:
     cliMethod: str
     extraFlags: tuple = ()
     inputFlags: tuple = ()
+    settingFlags: frozenset = frozenset()
     samplesPosterior: bool = False
     registersAtlas: bool = False
 
 
-METHODS = {
-    m.key: m for m in (
-        Method("lmi", "Learn-Morph-Infer (fast)", "lmi", (), ("--t1", "--wm", "--gm", "--csf"), registersAtlas=True),
-        Method("lmiRefine", "Learn-Morph-Infer + refinement", "lmi", ("--refine",), ("--t1", "--wm", "--gm", "--csf"),
-               registersAtlas=True),
-        Method("tmcmc", "TMCMC (Bayesian)", "tmcmc", (), ("--pet", "--wm", "--gm", "--csf"), samplesPosterior=True),
-    )
-}
+def listMethods() -> list:
+    """The Lib's method registry as ``python -m TumorPersonalizationLib methods --json`` prints it (its
+    ``"methods"`` list). Read in-process: the registry imports neither numpy nor torch, and the CLI that runs the
+    method is this same Lib (:func:`childEnvironment`)."""
+    from TumorPersonalizationLib import methods
+
+    return methods.available()
 
 
-@dataclass(frozen=True)
-class CliCapabilities:
-    """What the installed ``personalize`` command accepts: its ``--method`` choices and its option flags."""
-
-    methods: tuple
-    flags: frozenset
-
-    def unavailableReason(self, method: Method) -> str | None:
-        """None when the CLI can run ``method``; otherwise a sentence saying why not."""
-        if method.cliMethod not in self.methods:
-            return (f"{method.label} is not available in this version of TumorPersonalizationLib: its command line "
-                    f"accepts --method {', '.join(self.methods) or '(none)'}, not {method.cliMethod}. "
-                    f"Choose {', '.join(m.label for m in METHODS.values() if m.cliMethod in self.methods)} instead.")
-        missing = [f for f in method.extraFlags if f not in self.flags]
-        if missing:
-            return f"{method.label} needs the command-line option(s) {', '.join(missing)}, which this version lacks."
-        return None
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def cliCapabilities() -> CliCapabilities:
-    """Read the ``personalize`` sub-command's choices and flags from the Lib's argparse parser (no subprocess).
+def methodsFromListing(listing: list) -> dict:
+    """The panel's methods, by key: one per variant of each listed method."""
+    out = {}
+    for entry in listing:
+        inputs = entry["inputs"]["required"] + entry["inputs"]["optional"]
+        settingFlags = frozenset(field["flag"] for field in entry["settings"] if field["flag"])
+        for variant in entry["variants"]:
+            extra = []
+            for name, value in variant["settings"].items():
+                if _flag(name) not in settingFlags:
+                    raise ValueError(f"variant {variant['key']} sets {name}, which is not a command-line flag")
+                extra += [_flag(name)] if value is True else [_flag(name), str(value)]
+            out[variant["key"]] = Method(
+                variant["key"], variant["label"], entry["name"], tuple(extra),
+                tuple(_flag(k) for k in inputs if k not in ("t1gd", "flair")), settingFlags,
+                samplesPosterior=entry["samples_posterior"], registersAtlas="t1" in entry["inputs"]["required"])
+    return out
 
-    Reading the parser itself, rather than a constant kept beside it, means the answer cannot drift from what the
-    command line really accepts.
-    """
-    import argparse
 
-    from TumorPersonalizationLib.cli import build_parser
-
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    personalize = subparsers.choices["personalize"]
-    flags = frozenset(flag for action in personalize._actions for flag in action.option_strings)
-    methodAction = next(a for a in personalize._actions if "--method" in a.option_strings)
-    return CliCapabilities(tuple(methodAction.choices or ()), flags)
+METHODS = methodsFromListing(listMethods())
+"""Every method the installed Lib registers, as the panel offers them."""
 
 
-def buildCommand(method: Method, files: dict, outDir, *, capabilities: CliCapabilities, marginMm: float = 15.0,
-                 samples: int | None = None, fast: bool = False, workers: int = 0, randomSeed: int = 0,
-                 python: str | None = None) -> list:
+def buildCommand(method: Method, files: dict, outDir, *, marginMm: float = 15.0, samples: int | None = None,
+                 fast: bool = False, workers: int = 0, randomSeed: int = 0, python: str | None = None) -> list:
     """The argument list that runs one personalization through the CLI.
 
     Parameters
@@ -115,38 +105,32 @@ def buildCommand(method: Method, files: dict, outDir, *, capabilities: CliCapabi
     method : Method
     files : dict
         Input files by CLI flag (``"--t1gd"``, ``"--flair"``, optional ``"--t1"``, ``"--pet"``, ``"--wm"``, ...).
-        Inputs the method does not take are left out (e.g. tissue maps for Learn-Morph-Infer, which registers the
-        bundled atlas itself).
+        Inputs the method does not take are left out.
     outDir : path
         Output folder of the CLI.
     marginMm : float
         Standard-plan margin in mm.
-    samples, fast, workers
-        TMCMC population per stage (None: the CLI's default), ``--fast``, worker processes (0: all cores).
-    randomSeed : int
-        The CLI's ``--seed`` (reproducible runs).
+    samples, fast, workers, randomSeed
+        ``--samples`` (None: the method's default), ``--fast``, ``--workers`` (0: all cores), ``--seed``; each
+        given only to methods that have the setting.
     """
-    reason = capabilities.unavailableReason(method)
-    if reason:
-        raise ValueError(reason)
     command = [python or pythonExecutable(), "-m", "TumorPersonalizationLib", "personalize",
                "--method", method.cliMethod, "--t1gd", str(files["--t1gd"]), "--flair", str(files["--flair"])]
     for flag in method.inputFlags:
-        if files.get(flag) is not None and flag in capabilities.flags:
+        if files.get(flag) is not None:
             command += [flag, str(files[flag])]
     command += list(method.extraFlags)
-    if method.cliMethod == "tmcmc":
-        if fast:
-            command.append("--fast")
-        elif samples:
-            command += ["--samples", str(int(samples))]
-        if workers and workers > 0:
-            command += ["--workers", str(int(workers))]
-    for flag, value in (("--margin-mm", f"{marginMm:g}"), ("--seed", str(int(randomSeed)))):
-        if flag in capabilities.flags:
-            command += [flag, value]
-    command += ["--out", str(outDir)]
-    command += ["--progress-json"] if "--progress-json" in capabilities.flags else ["--quiet"]
+    wanted = [("--margin-mm", f"{marginMm:g}"), ("--seed", str(int(randomSeed)))]
+    if fast:
+        wanted.append(("--fast", None))
+    elif samples:
+        wanted.append(("--samples", str(int(samples))))
+    if workers and workers > 0:
+        wanted.append(("--workers", str(int(workers))))
+    for flag, value in wanted:
+        if flag in method.settingFlags:
+            command += [flag] if value is None else [flag, value]
+    command += ["--out", str(outDir), "--progress-json"]
     return command
 
 

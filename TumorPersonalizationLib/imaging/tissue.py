@@ -46,19 +46,31 @@ def load_tissue_maps(wm_path=None, gm_path=None, csf_path=None, t1_path=None) ->
     elif wm_path is None or gm_path is None:
         raise InputError("give both --wm and --gm (or neither, to use the bundled atlas)")
     else:
-        wm = check_probability_map(read_volume(wm_path, "--wm"), f"--wm {wm_path}")
-        gm = check_probability_map(read_volume(gm_path, "--gm"), f"--gm {gm_path}")
-        require_same_grid(wm, f"--wm {wm_path}", gm, f"--gm {gm_path}")
-        csf = None
-        if csf_path is not None:
-            csf = check_probability_map(read_volume(csf_path, "--csf"), f"--csf {csf_path}")
-            require_same_grid(wm, f"--wm {wm_path}", csf, f"--csf {csf_path}")
-        maps = TissueMaps(wm, gm, csf, None, source=f"{wm_path}, {gm_path}")
+        paths = {"wm": wm_path, "gm": gm_path, "csf": csf_path}
+        volumes = {k: read_volume(p, f"--{k}") if p is not None else None for k, p in paths.items()}
+        maps = tissue_maps_from_volumes(**volumes, names={k: f"--{k} {p}" for k, p in paths.items()},
+                                        source=f"{wm_path}, {gm_path}")
     if t1_path is not None:
         t1 = read_volume(t1_path, "--t1")
         require_same_grid(maps.wm, "the tissue maps", t1, f"--t1 {t1_path}")
         maps = TissueMaps(maps.wm, maps.gm, maps.csf, t1.like(t1.array.astype(np.float32)), maps.source)
     return maps
+
+
+def tissue_maps_from_volumes(wm: Volume, gm: Volume, csf: Volume | None = None, *, names: dict | None = None,
+                             source: str = "") -> TissueMaps:
+    """Check WM / GM (/ CSF) probability maps (finite, in [0, 1], one grid) and bundle them.
+
+    ``names`` maps "wm", "gm", "csf" to how error messages name each input (default: "WM map", ...).
+    """
+    names = {"wm": "WM map", "gm": "GM map", "csf": "CSF map", **(names or {})}
+    wm = check_probability_map(wm, names["wm"])
+    gm = check_probability_map(gm, names["gm"])
+    require_same_grid(wm, names["wm"], gm, names["gm"])
+    if csf is not None:
+        csf = check_probability_map(csf, names["csf"])
+        require_same_grid(wm, names["wm"], csf, names["csf"])
+    return TissueMaps(wm, gm, csf, None, source=source)
 
 
 def regrid_geometry(g: Geometry, spacing_mm: float) -> Geometry:

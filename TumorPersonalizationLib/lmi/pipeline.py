@@ -29,7 +29,7 @@ from ..imaging.tissue import TissueMaps, regrid_tissue
 from ..imaging.volume import Volume, require_same_grid
 from ..inference.likelihood import Observation
 from ..models.fisher_kolmogorov import Domain
-from ..personalize import IDENTIFIABILITY_NOTE, SEED_NOTE, Personalization
+from ..personalization.result import IDENTIFIABILITY_NOTE, SEED_NOTE
 from ..registration import RegistrationSettings, register_to_atlas
 from ..stage_timer import StageTimer
 from .config import lmi_dir, mu_bounds, network_domain, network_geometry, network_tissue, target_scaling
@@ -230,7 +230,7 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
                     weights=None, mu_from: str = "auto", shape_weights=None, seed_from: str = "shape",
                     seed_weights=None, patient_tissue: TissueMaps | None = None,
                     registration_settings: RegistrationSettings = RegistrationSettings(),
-                    progress=None) -> tuple[Personalization, TissueMaps, Observation]:
+                    progress=None) -> tuple[Volume, dict, dict, TissueMaps]:
     """Personalize the Fisher-Kolmogorov model to one patient with Learn-Morph-Infer.
 
     Parameters
@@ -265,9 +265,9 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
 
     Returns
     -------
-    (Personalization, TissueMaps, Observation)
-        The result on the patient grid, the atlas tissue maps warped to the patient (for plans and figures, with
-        the patient T1 as background), and the validated masks.
+    (Volume, dict, dict, TissueMaps)
+        The density on the patient grid, the parameters, the report, and the tissue maps on the patient grid
+        (the patient's, or the atlas' warped there; for plans and figures, with the patient T1 as background).
     """
     report_progress = progress or (lambda fraction, message: None)
     mu_from = choose_mu_source(mu_from, patient_tissue is not None, refine_fit)
@@ -434,5 +434,4 @@ def personalize_lmi(t1: Volume, t1gd: Volume, flair: Volume, *, names=("T1", "T1
               "seed_weights": str(seed_weights) if seed_from == "shape" else None,
               "notes": notes + [IDENTIFIABILITY_NOTE, SEED_NOTE,
                         "Dw, rho and T follow from mu1, mu2 at the fixed front speed v; any v gives the same density."]}
-    result = Personalization(method="lmi", density=density, parameters=parameters, report=report, timings=timer.seconds)
-    return result, tissue, observation
+    return density, parameters, report, tissue

@@ -1,0 +1,101 @@
+"""The registry of personalization methods: one module per method, all with the same shape.
+
+A method module defines
+
+- ``NAME``, ``LABEL``, ``SUMMARY``: its registered name, a short label and one line on what it does;
+- ``REQUIRED_INPUTS``, ``OPTIONAL_INPUTS``: which of a :class:`~..personalization.Case`'s inputs it reads;
+- ``VARIANTS``: presets offered by the Slicer panel, ``(key, label, {setting: value})``;
+- ``SAMPLES_POSTERIOR``: whether its results carry posterior samples and a probabilistic CTV;
+- ``Settings``: a :class:`~..personalization.MethodSettings` dataclass, every default and check in one place;
+- ``personalize(case, settings, progress=None, cancel=None) -> Personalization``.
+
+Method modules import their heavy dependencies (torch, the sampler) inside ``personalize``, so listing the
+methods (``python -m TumorPersonalizationLib methods --json``) stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..errors import InputError
+
+_MODULES = {"lmi": "lmi", "tmcmc": "tmcmc"}
+"""Registered names -> module names in this package, in the order they are offered."""
+
+
+def names() -> tuple:
+    """The registered methods' names."""
+    return tuple(_MODULES)
+
+
+def get(name: str) -> ModuleType:
+    """The module of method ``name``; InputError for an unknown name."""
+    if name not in _MODULES:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(_MODULES)}")
+    return importlib.import_module(f".{_MODULES[name]}", __name__)
+
+
+def describe(name: str) -> dict:
+    """Method ``name`` as JSON: label, summary, inputs, Slicer presets and settings (defaults, units, help)."""
+    module = get(name)
+    return {"name": module.NAME, "label": module.LABEL, "summary": module.SUMMARY,
+            "inputs": {"required": list(module.REQUIRED_INPUTS), "optional": list(module.OPTIONAL_INPUTS)},
+            "samples_posterior": module.SAMPLES_POSTERIOR,
+            "variants": [{"key": key, "label": label, "settings": values} for key, label, values in module.VARIANTS],
+            "settings": module.Settings.describe()}
+
+
+def available() -> list[dict]:
+    """Every registered method as :func:`describe` gives it."""
+    return [describe(name) for name in _MODULES]
+
+
+def make_settings(name: str, settings=None, **values):
+    """Method ``name``'s Settings: ``settings`` (an instance, or a mapping of field names) with ``values`` on top.
+
+    Every check of the Settings dataclass runs; unknown names are refused (InputError).
+    """
+    cls = get(name).Settings
+    if settings is None:
+        base = {}
+    elif isinstance(settings, cls):
+        base = {k: getattr(settings, k) for k in settings.__dataclass_fields__}
+    elif isinstance(settings, dict):
+        base = dict(settings)
+    else:
+        raise InputError(f"settings for {name} must be a {name} Settings object or a dict, got {type(settings)}")
+    return cls.from_mapping({**base, **values}, source=f"{name} settings")
+
+
+def check_inputs(name: str, case) -> None:
+    """InputError when ``case`` lacks an input method ``name`` needs or holds one it would ignore."""
+    module = get(name)
+    given = set(case.given())
+    for key in module.REQUIRED_INPUTS:
+        if key not in given:
+            raise InputError(f"method {name} needs the {key} input")
+    unused = sorted(given - set(module.REQUIRED_INPUTS) - set(module.OPTIONAL_INPUTS))
+    if unused:
+        raise InputError(f"{', '.join(case.name(k) for k in unused)}: not used by method {name} "
+                         f"(it reads {', '.join(module.REQUIRED_INPUTS + module.OPTIONAL_INPUTS)})")
+
+
+def personalize(case, method: str = "lmi", *, settings=None, progress=None, cancel=None, **values):
+    """Personalize the growth model to ``case`` with ``method``; returns a
+    :class:`~..personalization.Personalization`.
+
+    Parameters
+    ----------
+    case : Case
+    method : str
+        A registered name (:func:`names`): "lmi" (Learn-Morph-Infer) or "tmcmc" (Bayesian calibration).
+    settings : Settings or dict, optional
+        The method's settings; keyword arguments (``refine=True``) override single fields.
+    progress : callable(fraction, message) or None
+    cancel : threading.Event or None
+        Set it to stop the method at its next progress report (raises Cancelled).
+    """
+    module = get(method)
+    chosen = make_settings(method, settings, **values)
+    check_inputs(method, case)
+    return module.personalize(case, chosen, progress=progress, cancel=cancel)

@@ -1,0 +1,167 @@
+"""Bayesian calibration with Transitional MCMC (thesis ch. 5) and the posterior-predictive density.
+
+The likelihood (:mod:`..inference.likelihood`) compares simulated densities with the T1Gd and FLAIR segmentations
+(and FET-PET) on the tissue maps' grid; :func:`..inference.tmcmc.sample` moves a population from the prior to the
+posterior; 32 posterior draws simulated on the whole grid give the mean density (``density.nii.gz``), its
+standard deviation and the probabilistic CTV. Details and measurements: ``docs/methods/tmcmc.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InputError
+from ..personalization.settings import MethodSettings, setting
+
+# The registry imports this module to list its settings: numpy, the sampler and the solver are imported in the
+# functions that run.
+
+NAME = "tmcmc"
+LABEL = "TMCMC (Bayesian)"
+SUMMARY = ("Bayesian calibration with Transitional MCMC (thesis ch. 5) on the tissue maps' grid: posterior "
+           "intervals, mean density and its uncertainty; 5-30 min on 2 cores")
+REQUIRED_INPUTS = ("t1gd", "flair")
+OPTIONAL_INPUTS = ("pet", "wm", "gm", "csf", "recurrence")
+VARIANTS = (("tmcmc", LABEL, {}),)
+"""Named presets the Slicer panel offers: (key, label, settings)."""
+SAMPLES_POSTERIOR = True
+
+FAST_SAMPLES = 320
+DEFAULT_SAMPLES = 2048
+
+
+@dataclass(frozen=True)
+class Settings(MethodSettings):
+    """TMCMC's settings (defaults as in the thesis; the benchmark's choices are explained in the docs)."""
+
+    samples: int = setting(DEFAULT_SAMPLES, "TMCMC population per stage", flag=True, minimum=32)
+    fast: bool = setting(False, f"{FAST_SAMPLES} samples per stage instead of {DEFAULT_SAMPLES} (about 4x faster, "
+                                "more Monte Carlo error)", flag=True)
+    workers: int | None = setting(None, "local worker processes for the forward runs (default: all cores)",
+                                  flag=True, minimum=1)
+    dask_scheduler: Any = setting(None, "run the forward runs on a Dask cluster: a scheduler address "
+                                        "(tcp://host:8786) or, from Python, a distributed.Client", flag=True)
+    seed: int = setting(0, "random seed (results are reproducible)", flag=True, minimum=0)
+    grid_mm: float | None = setting(None, "calibration grid spacing (default: the tissue grid; a coarser grid "
+                                          "biases the posterior)", unit="mm", positive=True)
+    roi_margin_mm: float = setting(15.0, "margin around the lesion's bounding box where the likelihood is "
+                                         "evaluated", unit="mm", positive=True)
+    step_tolerance: float = setting(0.15, "the solver's target maximum change of c per time step during "
+                                          "sampling", positive=True)
+    mcmc_steps: int = setting(1, "Metropolis steps per sample and stage", minimum=1)
+    predictive_draws: int = setting(32, "posterior draws simulated on the whole grid for the mean density, its "
+                                        "standard deviation and the probabilistic plan", minimum=1)
+    ratio: float = setting(10.0, "Dw / Dg, white- to grey-matter diffusivity", positive=True)
+
+    def check(self) -> None:
+        if self.fast and self.samples != DEFAULT_SAMPLES:
+            raise InputError("give samples (--samples) or fast (--fast), not both")
+
+    @property
+    def population(self) -> int:
+        """Samples per stage."""
+        return FAST_SAMPLES if self.fast else self.samples
+
+
+def tissue_for(case):
+    """The patient's tissue maps, or the bundled atlas; the case's masks must lie on their grid."""
+    from ..imaging.atlas import load_atlas
+    from ..imaging.tissue import TissueMaps
+    from ..imaging.volume import require_same_grid
+
+    tissue = case.tissue
+    if tissue is None:
+        atlas = load_atlas()
+        tissue = TissueMaps(atlas.wm, atlas.gm, atlas.csf, atlas.t1, source="bundled ICBM152 2009a atlas (1.5 mm)")
+        reference = "the bundled atlas (1.5 mm; give the patient's WM/GM maps to calibrate on the patient's grid)"
+        require_same_grid(tissue.wm, reference, case.t1gd, case.name("t1gd"))
+    return tissue
+
+
+def personalize(case, settings: Settings = Settings(), progress=None, cancel=None):
+    """Calibrate the Fisher-Kolmogorov model to ``case`` with TMCMC; returns a Personalization with posterior
+    intervals, the posterior-predictive mean density and its standard deviation.
+
+    Parameters
+    ----------
+    case : Case
+        T1Gd and FLAIR (and optional PET) on the grid of the patient's tissue maps, or of the bundled atlas when
+        the case has none.
+    settings : Settings
+    progress : callable(fraction, message) or None
+    cancel : threading.Event or None
+        Set it to stop at the next stage (raises Cancelled).
+    """
+    import math
+    import time
+
+    from ..execution import make_executor
+    from ..inference import posterior, tmcmc
+    from ..inference.likelihood import CalibrationProblem, Observation, build_prior
+    from ..models.fisher_kolmogorov import StepSettings
+    from ..personalization import Progress
+
+    report_progress = Progress(progress, cancel)
+    started = time.perf_counter()
+    tissue = tissue_for(case)
+    observation = Observation(case.t1gd, case.flair, case.pet)
+    prior = build_prior(observation)
+    problem = CalibrationProblem(tissue.wm, tissue.gm, observation, prior, ratio=settings.ratio,
+                                 roi_margin_mm=settings.roi_margin_mm, grid_mm=settings.grid_mm,
+                                 steps=StepSettings(step_tolerance=settings.step_tolerance))
+    executor = make_executor(problem, workers=settings.workers, dask_scheduler=settings.dask_scheduler)
+
+    def on_stage(beta, stage):  # beta climbs from ~1e-8 to 1 roughly evenly in log10
+        report_progress(0.9 * min(1.0, max(0.0, 1.0 + math.log10(max(beta, 1e-12)) / 8.0)),
+                        f"sampling: stage {stage}, beta {beta:.2g}")
+
+    report_progress(0.0, "sampling the posterior")
+    try:
+        result = tmcmc.sample(executor, prior, n_samples=settings.population, seed=settings.seed,
+                              mcmc_steps=settings.mcmc_steps, progress=on_stage)
+    finally:
+        executor.close()
+    sampled = time.perf_counter()
+    report_progress(0.9, "simulating posterior draws")
+    predictive = posterior.posterior_predictive(tissue, result.samples, result.natural, result.map_index,
+                                                prior.names, settings.predictive_draws, settings.ratio, settings.seed)
+    report_progress(1.0, "done")
+    finished = time.perf_counter()
+    timings = {"sampling_s": sampled - started, "predictive_s": finished - sampled, "total_s": finished - started}
+    run = {"executor": type(executor).__name__, "workers": executor.workers, "grid_mm": list(problem.roi.spacing_mm),
+           "roi_shape": list(problem.roi.shape)}
+    return _result(case, tissue, result, prior, predictive, timings, run, settings)
+
+
+def _result(case, tissue, result, prior, predictive, timings: dict, run: dict, settings: Settings):
+    """The Personalization: parameters with intervals, the report, the mean / std / MAP densities."""
+    import numpy as np
+
+    from ..inference.posterior import summarise, with_derived
+    from ..personalization import Personalization
+    from ..personalization.result import IDENTIFIABILITY_NOTE, SEED_NOTE
+
+    names, natural = with_derived(prior.names, result.natural)
+    parameters = summarise(names, natural, result.map_index)
+    draws = predictive.draws
+    report = {
+        "method": NAME,
+        "parameters": parameters,
+        "identifiability": IDENTIFIABILITY_NOTE,
+        "seed_convention": SEED_NOTE,
+        "density_file": f"density.nii.gz = posterior-predictive mean over {len(draws)} posterior draws "
+                        f"({predictive.distinct} distinct); density_map.nii.gz = the MAP parameters' density",
+        "log_evidence": result.log_evidence,
+        "forward_runs": result.evaluations + predictive.simulations,
+        "stages": [{"beta": s.beta, "acceptance": s.acceptance, "proposal_scale": s.proposal_scale}
+                   for s in result.stages],
+        "timings_s": timings,
+        "settings": {**settings.as_dict(), "n_samples": settings.population, **run,
+                     "prior": {n: [lo, hi] for n, lo, hi in zip(prior.names, prior.low, prior.high)}},
+    }
+    like = tissue.wm.like
+    return Personalization.create(
+        NAME, case, tissue, like(draws.mean(axis=0).astype(np.float32)), parameters, report,
+        margin_mm=settings.margin_mm, density_std=like(draws.std(axis=0).astype(np.float32)),
+        density_map=like(predictive.map_density), samples=natural, sample_names=names, predictive_samples=draws,
+        timings=timings)

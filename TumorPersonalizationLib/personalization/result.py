@@ -1,0 +1,194 @@
+"""What every personalization method returns, and the one writer of its files.
+
+A method returns a :class:`Personalization` (density on the patient's grid, optional uncertainty, parameters with
+units and intervals, the radiotherapy plans, a JSON-ready report); :meth:`Personalization.write` turns it into
+files:
+
+    density.nii.gz        the density the method recommends (TMCMC: posterior-predictive mean)
+    density_std.nii.gz    its voxel-wise standard deviation (methods that sample)
+    density_map.nii.gz    the density of the maximum-a-posteriori parameters (methods that sample)
+    report.json           parameters, intervals, timings, settings, plans (sampling methods: marginal histograms)
+    overview.png          slices through the lesion with the density
+    posterior.png         marginals and pairwise scatter of the posterior (methods that sample)
+    ctv_*.nii.gz, plan.png, probability_c>=*.nii.gz    the radiotherapy plans
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import radiotherapy
+from ..errors import InputError
+from ..files import write_json
+from ..imaging.io import write_volume
+from ..imaging.tissue import TissueMaps
+from ..imaging.volume import Volume
+from ..inference.posterior import UNITS
+from .case import Case
+
+OUTPUT_NAMES = ("density.nii.gz", "density_std.nii.gz", "density_map.nii.gz", "report.json", "overview.png",
+                "posterior.png", "plan.png", "ctv_standard.nii.gz", "ctv_model.nii.gz", "ctv_probabilistic.nii.gz",
+                f"probability_c>={radiotherapy.DEFAULT_THRESHOLD:g}.nii.gz")
+
+IDENTIFIABILITY_NOTE = (
+    "From one imaging time point only mu1 = sqrt(Dw T) and mu2 = sqrt(rho T) (and the front speed "
+    "v = 2 sqrt(Dw rho) = 2 mu1 mu2 / T only up to T) are identifiable; Dw, rho and T separately are not. "
+    "Read their intervals as the prior's spread along that ridge.")
+SEED_NOTE = ("T counts days from a seed of c = 1 within 1.5 mm and a 3 mm cosine taper (the solver's convention); "
+             "a different seed size shifts T.")
+
+
+@dataclass
+class Personalization:
+    """A method's result on the patient's grid; make it with :meth:`create`, which also makes the plans.
+
+    Attributes
+    ----------
+    method : str
+        The registered method's name.
+    density : Volume
+        The tumor cell density in [0, 1] (float32) on the case's grid.
+    parameters : dict
+        name -> {"value" or "map"/"mean"/"median"/"ci95", "unit", ...}.
+    report : dict
+        JSON-ready: parameters, settings, timings per stage (``timings_s``), method-specific detail.
+    tissue : TissueMaps
+        The tissue maps on the case's grid that the plans and figures use (the patient's, or the atlas' warped there).
+    case : Case
+        The inputs.
+    plans : radiotherapy.Plans
+        Standard and personalized CTVs (``plans.report``: volumes in mL, coverage of the recurrence if given).
+    density_std, density_map : Volume or None
+        Posterior-predictive standard deviation and the MAP density (methods that sample).
+    samples : (n, p) array or None
+        Equally weighted posterior samples in natural units, columns ``sample_names``.
+    predictive_samples : (k, ni, nj, nk) array or None
+        Densities of k posterior draws (for the probabilistic plan).
+    probabilistic : (Volume, Volume) or None
+        The probabilistic CTV and P(c >= threshold) per voxel, from ``predictive_samples``.
+    """
+
+    method: str
+    density: Volume
+    parameters: dict
+    report: dict
+    tissue: TissueMaps
+    case: Case
+    plans: radiotherapy.Plans
+    density_std: Volume | None = None
+    density_map: Volume | None = None
+    samples: np.ndarray | None = None
+    sample_names: tuple = ()
+    predictive_samples: np.ndarray | None = None
+    probabilistic: tuple | None = None
+    timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, method: str, case: Case, tissue: TissueMaps, density: Volume, parameters: dict, report: dict,
+               *, margin_mm: float = radiotherapy.DEFAULT_MARGIN_MM, **optional) -> "Personalization":
+        """The result with its plans: the standard CTV (T1Gd core + ``margin_mm``) and the iso-volume model CTV,
+        both clipped to the brain of ``tissue`` and kept out of its CSF, and with ``predictive_samples`` the
+        probabilistic CTV. ``optional``: the dataclass's optional fields."""
+        brain = brain_mask_from_tissue(tissue)
+        plans = radiotherapy.make_plans(density, case.t1gd, margin_mm=margin_mm, brain_mask=brain, csf=tissue.csf,
+                                        recurrence=case.recurrence)
+        plans.report["core"] = "the T1Gd segmentation"
+        result = cls(method, density, parameters, dict(report), tissue, case, plans, **optional)
+        if result.predictive_samples is not None:
+            threshold = radiotherapy.DEFAULT_THRESHOLD
+            plan, probability = radiotherapy.probabilistic_plan(result.predictive_samples, density, threshold)
+            result.probabilistic = (plan, probability)
+            plans.report["probabilistic"] = {"threshold": threshold,
+                                             "min_probability": radiotherapy.DEFAULT_MIN_PROBABILITY,
+                                             "volume_ml": float(plan.array.sum() * plan.geometry.voxel_volume_ml)}
+        result.report["plans"] = plans.report
+        return result
+
+    def volumes(self) -> dict:
+        """The result's volumes by output file name."""
+        as_uint8 = lambda mask: mask.like(mask.array.astype(np.uint8))  # noqa: E731
+        files = {"density.nii.gz": self.density, "ctv_standard.nii.gz": as_uint8(self.plans.standard),
+                 "ctv_model.nii.gz": as_uint8(self.plans.model)}
+        if self.density_std is not None:
+            files["density_std.nii.gz"] = self.density_std
+        if self.density_map is not None:
+            files["density_map.nii.gz"] = self.density_map
+        if self.probabilistic is not None:
+            plan, probability = self.probabilistic
+            files["ctv_probabilistic.nii.gz"] = as_uint8(plan)
+            files[f"probability_c>={radiotherapy.DEFAULT_THRESHOLD:g}.nii.gz"] = probability
+        return files
+
+    def write(self, out_dir, *, truth: dict | None = None) -> dict:
+        """Write the files of the module docstring to ``out_dir`` (each atomically); returns the report.
+
+        Refuses (InputError) to write over one of the case's input files. ``truth``: known parameter values to
+        mark in ``posterior.png`` (synthetic cases).
+        """
+        from ..figures import density_overview, plan_overview, posterior_corner
+
+        out = Path(out_dir)
+        refuse_overwriting_inputs(out, self.case)
+        report = dict(self.report)
+        files = self.volumes()
+        for name, volume in files.items():
+            write_volume(volume, out / name)
+        background = self.tissue.background if self.tissue.background is not None else self.tissue.wm
+        core = self.case.t1gd
+        centre = np.argwhere(core.array).mean(axis=0)
+        density_overview(self.density, background, centre, out / "overview.png",
+                         title=f"{self.method}: density (slices through the T1Gd centre)")
+        margin = self.plans.report["standard"].get("margin_mm", radiotherapy.DEFAULT_MARGIN_MM)
+        plan_overview(self.density, background, {"T1Gd core": (core, "magenta"),
+                                                 f"standard CTV ({margin:g} mm)": (self.plans.standard, "cyan"),
+                                                 "model CTV (iso-volume)": (self.plans.model, "lime")},
+                      centre, out / "plan.png", title="standard vs model plan")
+        if self.samples is not None:
+            posterior_corner(self.samples, self.sample_names, out / "posterior.png", truth=truth)
+            report["marginals"] = marginal_histograms(self.samples, self.sample_names)
+        write_json(report, out / "report.json")
+        return report
+
+
+def refuse_overwriting_inputs(out_dir, case: Case) -> None:
+    """InputError when one of the output files in ``out_dir`` would be one of the case's input files."""
+    inputs = {path.resolve(): case.name(key) for key, path in case.paths.items()}
+    for name in OUTPUT_NAMES:
+        target = (Path(out_dir) / name).resolve()
+        if target in inputs:
+            raise InputError(f"output {Path(out_dir) / name} is one of the input files ({inputs[target]}); "
+                             f"choose another output folder")
+
+
+def marginal_histograms(samples: np.ndarray, names, bins: int = 30) -> dict:
+    """Each parameter's marginal posterior as a normalised histogram (for plots in report readers, e.g. Slicer).
+
+    Parameters
+    ----------
+    samples : (n, p) array
+        Equally weighted samples in natural units.
+    names : sequence of p str
+
+    Returns
+    -------
+    dict
+        name -> {"centres": bin centres (parameter units), "density": probability density (1/unit), "unit": str}.
+    """
+    out = {}
+    for d, name in enumerate(names):
+        column = np.asarray(samples[:, d], dtype=np.float64)
+        low, high = float(column.min()), float(column.max())
+        if high <= low:  # a collapsed marginal: one bin of width 1e-9 relative, so the density stays finite
+            low, high = low - 1e-9 * max(abs(low), 1.0), high + 1e-9 * max(abs(high), 1.0)
+        density, edges = np.histogram(column, bins=bins, range=(low, high), density=True)
+        out[name] = {"centres": ((edges[:-1] + edges[1:]) / 2).tolist(), "density": density.tolist(),
+                     "unit": UNITS.get(name, "")}
+    return out
+
+
+def brain_mask_from_tissue(tissue: TissueMaps) -> Volume:
+    """Voxels where WM + GM + CSF >= 0.5 (the tissue maps' brain)."""
+    total = tissue.wm.array + tissue.gm.array + (tissue.csf.array if tissue.csf is not None else 0.0)
+    return tissue.wm.like(total >= 0.5)
