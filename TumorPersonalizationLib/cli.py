@@ -192,6 +192,8 @@ def _run_plan(args) -> int:
     from .imaging.io import read_volume, write_volume
     from .imaging.volume import require_same_grid
 
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is an existing file; give a folder (it is created if needed)")
     outputs = {name: args.out / name for name in ("ctv_standard.nii.gz", "ctv_model.nii.gz", "plan.json", "plan.png")}
     inputs = [args.density, args.core, args.brain_mask, args.csf, args.recurrence, args.background]
     _refuse_overwriting_inputs(outputs.values(), inputs)
@@ -343,11 +345,11 @@ def _case_from_args(args, method: str):
 
 def _run_personalize(args) -> int:
     from . import methods
-    from .personalization.result import refuse_overwriting_inputs
+    from .personalization.result import check_output_folder
 
     settings = _settings_from_args(args, args.method)
     case = _case_from_args(args, args.method)
-    refuse_overwriting_inputs(args.out, case)  # before the long run, not only when writing
+    check_output_folder(args.out, case)  # before the long run, not only when writing
     bar = _progress_for(args, f"personalizing ({args.method})")
     try:
         result = methods.personalize(case, args.method, settings=settings, progress=bar)

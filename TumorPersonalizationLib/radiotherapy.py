@@ -122,24 +122,25 @@ def threshold_plan(density: Volume, threshold: float = DEFAULT_THRESHOLD, brain_
 
 def iso_volume_plan(density: Volume, n_voxels: int, brain_mask: Volume | None = None,
                     always: Volume | None = None) -> Volume:
-    """The ``n_voxels`` voxels of highest density (within the brain mask if given).
+    """The ``n_voxels`` voxels of highest density (within the brain mask if given), never a voxel of density 0.
 
     Ties are broken deterministically by voxel order (C order of ``[i, j, k]``), so the plan has exactly
     ``n_voxels`` voxels, the same volume as the plan it is compared with. Voxels of ``always`` (e.g. the visible
-    core, which is treated whatever a model says) are in the plan first and count towards ``n_voxels``.
+    core, which is treated whatever a model says) are in the plan first and count towards ``n_voxels``. Where the
+    density is non-zero in fewer voxels, the plan stops at the density's support and is smaller (a model gives no
+    reason to irradiate where it puts no tumor cells; :func:`make_plans` reports it).
     """
     values = check_density(density).ravel()
+    if n_voxels <= 0:
+        raise InputError(f"iso-volume plan: asked for {n_voxels} voxels; the standard plan is empty")
     brain = _optional_mask(brain_mask, density, "brain mask")
     plan = np.zeros(values.size, dtype=bool)
     if always is not None:
         require_same_grid(density, "density", always, "core")
         plan |= always.array.astype(bool).ravel()
     allowed = brain.ravel() if brain is not None else np.ones(values.size, dtype=bool)
-    candidates = np.flatnonzero(allowed & ~plan)
-    remaining = n_voxels - int(plan.sum())
-    if n_voxels <= 0 or remaining > candidates.size:
-        raise InputError(f"iso-volume plan: asked for {n_voxels} voxels, {candidates.size + int(plan.sum())} "
-                         f"are available")
+    candidates = np.flatnonzero(allowed & ~plan & (values > 0))
+    remaining = min(n_voxels - int(plan.sum()), candidates.size)
     if remaining > 0:
         # Stable sort on -density: equal densities keep their voxel order.
         order = np.argsort(-values[candidates], kind="stable")
@@ -217,6 +218,7 @@ def make_plans(density: Volume, core: Volume, *, margin_mm: float = DEFAULT_MARG
         model = iso_volume_plan(density, int(np.count_nonzero(standard.array)), limit, always=core)
         outside_core = model.array & ~core.array.astype(bool)
         kind = "iso-volume"
+        short = np.count_nonzero(standard.array) - np.count_nonzero(model.array)
         effective_threshold = float(density.array[outside_core].min()) if outside_core.any() else 1.0
     core_voxels = np.count_nonzero(core.array)
     report = {
@@ -227,6 +229,10 @@ def make_plans(density: Volume, core: Volume, *, margin_mm: float = DEFAULT_MARG
         "dice_standard_vs_model": metrics.dice(standard, model),
         "core_inside_model_plan": float(np.count_nonzero(core.array & model.array) / core_voxels),
     }
+    if threshold is None and short > 0:
+        report["model"]["note"] = (f"the density is non-zero in too few voxels to fill the standard plan's volume: the "
+                                   f"model plan stops at its support, {short * density.geometry.voxel_volume_ml:.1f} "
+                                   f"mL smaller")
     if recurrence is not None:
         report["recurrence"] = {"standard": metrics.coverage(recurrence, standard),
                                 "model": metrics.coverage(recurrence, model)}

@@ -124,6 +124,7 @@ def test_methods_json_lists_lmi_and_tmcmc(capsys):
     ("lmi", {"mu_from": "network", "shape_weights": "x.pt"}, "shape_weights is not read with mu_from 'network'"),
     ("lmi", {"skull_stripped": "maybe"}, "skull_stripped (--skull-stripped) must be one of auto, yes, no"),
     ("tmcmc", {"samples": 8}, "samples (--samples) must be at least 32, got 8"),
+    ("tmcmc", {"samples": 1_000_000_000}, "samples (--samples) must be at most 100000, got 1000000000"),
     ("tmcmc", {"samples": 64, "fast": True}, "give samples (--samples) or fast (--fast), not both"),
     ("tmcmc", {"margin_mm": -1.0}, "margin_mm (--margin-mm) must be at least 0, got -1.0"),
     ("tmcmc", {"samples": "many"}, "samples (--samples) must be a whole number, got 'many'"),
@@ -197,3 +198,24 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "example_api" / "density.nii.gz").is_file()
     assert json.loads((tmp_path / "example_api" / "report.json").read_text())["method"] == "lmi"
+
+
+def test_outputs_appear_together_and_never_over_a_file(tmp_path, capsys):
+    wm, gm, csf = _tissue()
+    t1gd, flair = _lesion()
+    case = Case.from_volumes(t1gd, flair, wm=wm, gm=gm, csf=csf)
+    result = methods.personalize(case, "tmcmc", samples=32, workers=1, predictive_draws=2)
+    (tmp_path / "a_file").write_text("keep me")
+    with pytest.raises(InputError, match="is an existing file"):
+        result.write(tmp_path / "a_file")
+    assert (tmp_path / "a_file").read_text() == "keep me"
+    # An earlier run's outputs that this run does not make are removed; nothing half-written stays beside it.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ctv_probabilistic.nii.gz").write_text("old")
+    (out / "notes.txt").write_text("the user's own file")
+    result.probabilistic = None
+    result.write(out)
+    assert not (out / "ctv_probabilistic.nii.gz").exists() and (out / "notes.txt").read_text() == "the user's own file"
+    assert (out / "density.nii.gz").is_file() and (out / "report.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -184,3 +184,17 @@ def test_bad_input_is_refused_clearly(call, message):
     core = density.like(density.array > 0.9)
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
         call(density, core)
+
+
+def test_iso_volume_plan_never_takes_voxels_without_tumor_cells():
+    # A density that covers less than the standard plan's volume: the model plan stops at its support (plus the
+    # core) instead of filling up with density-0 voxels in voxel order (which put them at the image's corner).
+    shape = (24, 20, 16)
+    core = ball(shape, (1.5, 1.5, 1.5), (12, 10, 8), 3.0)
+    density = core.like(np.where(ball(shape, (1.5, 1.5, 1.5), (12, 10, 8), 4.5).array, 0.5, 0.0).astype(np.float32))
+    plans = radiotherapy.make_plans(density, core, margin_mm=6.0)
+    assert np.all(density.array[plans.model.array] > 0)
+    assert plans.model.array.sum() == np.count_nonzero(density.array) < plans.standard.array.sum()
+    assert "stops at its support" in plans.report["model"]["note"]
+    empty = radiotherapy.make_plans(density.like(np.zeros(shape, np.float32)), core, margin_mm=6.0)
+    np.testing.assert_array_equal(empty.model.array, core.array.astype(bool))  # the core only

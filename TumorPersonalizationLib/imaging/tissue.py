@@ -27,6 +27,10 @@ class TissueMaps:
         return self.wm.geometry
 
 
+SUM_TOLERANCE = 0.05
+"""How far WM + GM + CSF may exceed 1 (rounding of stored maps, interpolation) before the maps are refused."""
+
+
 def check_probability_map(volume: Volume, name: str) -> Volume:
     """Return the map as float32, or raise InputError if it has NaN/inf or values outside [0, 1]."""
     return volume.like(unit_interval(volume.array, name, "probabilities"))
@@ -70,6 +74,13 @@ def tissue_maps_from_volumes(wm: Volume, gm: Volume, csf: Volume | None = None, 
     if csf is not None:
         csf = check_probability_map(csf, names["csf"])
         require_same_grid(wm, names["wm"], csf, names["csf"])
+    total = wm.array + gm.array + (csf.array if csf is not None else 0.0)
+    worst = np.unravel_index(int(np.argmax(total)), total.shape)
+    if total[worst] > 1.0 + SUM_TOLERANCE:
+        given = ", ".join(names[k] for k, v in (("wm", wm), ("gm", gm), ("csf", csf)) if v is not None)
+        raise InputError(f"{given}: the tissue probabilities add up to {total[worst]:.3g} at voxel "
+                         f"{tuple(int(i) for i in worst)}; WM + GM + CSF must be at most 1 (are two maps swapped, "
+                         f"or one given twice?)")
     return TissueMaps(wm, gm, csf, None, source=source)
 
 

@@ -34,7 +34,7 @@ DEFAULT_SAMPLES = 2048
 class Settings(MethodSettings):
     """TMCMC's settings (defaults as in the thesis; the benchmark's choices are explained in the docs)."""
 
-    samples: int = setting(DEFAULT_SAMPLES, "TMCMC population per stage", flag=True, minimum=32)
+    samples: int = setting(DEFAULT_SAMPLES, "TMCMC population per stage", flag=True, minimum=32, maximum=100_000)
     fast: bool = setting(False, f"{FAST_SAMPLES} samples per stage instead of {DEFAULT_SAMPLES} (about 4x faster, "
                                 "more Monte Carlo error)", flag=True)
     workers: int | None = setting(None, "local worker processes for the forward runs (default: all cores)",
@@ -48,9 +48,9 @@ class Settings(MethodSettings):
                                          "evaluated", unit="mm", positive=True)
     step_tolerance: float = setting(0.15, "the solver's target maximum change of c per time step during "
                                           "sampling", positive=True)
-    mcmc_steps: int = setting(1, "Metropolis steps per sample and stage", minimum=1)
+    mcmc_steps: int = setting(1, "Metropolis steps per sample and stage", minimum=1, maximum=100)
     predictive_draws: int = setting(32, "posterior draws simulated on the whole grid for the mean density, its "
-                                        "standard deviation and the probabilistic plan", minimum=1)
+                                        "standard deviation and the probabilistic plan", minimum=1, maximum=1000)
     ratio: float = setting(10.0, "Dw / Dg, white- to grey-matter diffusivity", positive=True)
 
     def check(self) -> None:

@@ -14,6 +14,9 @@ files:
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,25 +125,37 @@ class Personalization:
         return files
 
     def write(self, out_dir, *, truth: dict | None = None) -> dict:
-        """Write the files of the module docstring to ``out_dir`` (each atomically); returns the report.
+        """Write the files of the module docstring to ``out_dir``; returns the report.
 
-        Refuses (InputError) to write over one of the case's input files. ``truth``: known parameter values to
-        mark in ``posterior.png`` (synthetic cases).
+        The files are written into a temporary folder beside ``out_dir`` and moved there only when all are
+        complete, so an interrupted write leaves none of them (output files of an earlier run that this one does
+        not make are removed, so the folder never mixes two runs). Refuses (InputError) an ``out_dir`` that is a
+        file or would overwrite one of the case's input files. ``truth``: known parameter values to mark in
+        ``posterior.png`` (synthetic cases).
         """
+        out = Path(out_dir)
+        check_output_folder(out, self.case)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        try:
+            report = self._write_files(staging, truth)
+            _publish(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return report
+
+    def _write_files(self, out: Path, truth: dict | None) -> dict:
         from ..figures import density_overview, plan_overview, posterior_corner
 
-        out = Path(out_dir)
-        refuse_overwriting_inputs(out, self.case)
         report = dict(self.report)
-        files = self.volumes()
-        for name, volume in files.items():
+        for name, volume in self.volumes().items():
             write_volume(volume, out / name)
         background = self.tissue.background if self.tissue.background is not None else self.tissue.wm
         core = self.case.t1gd
         centre = np.argwhere(core.array).mean(axis=0)
         density_overview(self.density, background, centre, out / "overview.png",
                          title=f"{self.method}: density (slices through the T1Gd centre)")
-        margin = self.plans.report["standard"].get("margin_mm", radiotherapy.DEFAULT_MARGIN_MM)
+        margin = self.plans.report["standard"]["margin_mm"]
         plan_overview(self.density, background, {"T1Gd core": (core, "magenta"),
                                                  f"standard CTV ({margin:g} mm)": (self.plans.standard, "cyan"),
                                                  "model CTV (iso-volume)": (self.plans.model, "lime")},
@@ -152,13 +167,31 @@ class Personalization:
         return report
 
 
-def refuse_overwriting_inputs(out_dir, case: Case) -> None:
-    """InputError when one of the output files in ``out_dir`` would be one of the case's input files."""
+def _publish(staging: Path, out: Path) -> None:
+    """Move the finished files from ``staging`` to ``out``: one rename when ``out`` is new, else file by file
+    (each an atomic replace) after removing this product's outputs of an earlier run."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    made = {p.name for p in staging.iterdir()}
+    for name in OUTPUT_NAMES:
+        if name not in made and (out / name).is_file():
+            (out / name).unlink()
+    for name in sorted(made):
+        os.replace(staging / name, out / name)
+
+
+def check_output_folder(out_dir, case: Case) -> None:
+    """InputError when ``out_dir`` is an existing file, or when an output file in it would be one of the case's
+    input files; called before a method runs and again before writing."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file; give a folder (it is created if needed)")
     inputs = {path.resolve(): case.name(key) for key, path in case.paths.items()}
     for name in OUTPUT_NAMES:
-        target = (Path(out_dir) / name).resolve()
+        target = (out / name).resolve()
         if target in inputs:
-            raise InputError(f"output {Path(out_dir) / name} is one of the input files ({inputs[target]}); "
+            raise InputError(f"output {out / name} is one of the input files ({inputs[target]}); "
                              f"choose another output folder")
 
 

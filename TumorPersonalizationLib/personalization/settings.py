@@ -19,7 +19,7 @@ from ..plan_defaults import DEFAULT_MARGIN_MM
 
 
 def setting(default, help: str, *, unit: str = "", flag: bool = False, choices: tuple | None = None,
-            minimum: float | None = None, zero_or_at_least: float | None = None, positive: bool = False):
+            minimum: float | None = None, maximum: float | None = None, zero_or_at_least: float | None = None, positive: bool = False):
     """A dataclass field of a method's Settings, with what the CLI, ``methods --json`` and the checks need.
 
     Parameters
@@ -32,11 +32,11 @@ def setting(default, help: str, *, unit: str = "", flag: bool = False, choices: 
         The value's unit ("mm", "1/day", ...), "" for none.
     flag : bool
         Shown by ``personalize`` as ``--name-with-dashes``; otherwise reachable through ``--settings``.
-    choices, minimum, zero_or_at_least, positive
-        Checks: one of ``choices``; ``>= minimum``; 0 or ``>= zero_or_at_least``; ``> 0`` (None passes all).
+    choices, minimum, maximum, zero_or_at_least, positive
+        Checks: one of ``choices``; ``>= minimum``; ``<= maximum``; 0 or ``>= zero_or_at_least``; ``> 0`` (None passes all).
     """
     return dataclasses.field(default=default, metadata={
-        "help": help, "unit": unit, "flag": flag, "choices": choices, "minimum": minimum,
+        "help": help, "unit": unit, "flag": flag, "choices": choices, "minimum": minimum, "maximum": maximum,
         "zero_or_at_least": zero_or_at_least, "positive": positive})
 
 
@@ -87,6 +87,8 @@ def _check_field(field: dataclasses.Field, value) -> None:
         raise InputError(f"{name} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise InputError(f"{name} must be at least {meta['minimum']:g}, got {value}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise InputError(f"{name} must be at most {meta['maximum']:g}, got {value}")
     if meta["zero_or_at_least"] is not None and value != 0 and value < meta["zero_or_at_least"]:
         raise InputError(f"{name} must be 0 (skip) or at least {meta['zero_or_at_least']:g}, got {value}")
     if meta["positive"] and not value > 0:
