@@ -57,7 +57,7 @@ class InlineExecutor:
     def __call__(self, batch):
         return np.asarray(self.function(batch))
 
-    def close(self):
+    def close(self, abort: bool = False):
         pass
 
 
@@ -73,8 +73,14 @@ class LocalPoolExecutor:
         chunks = _chunks(np.asarray(batch), 4 * self.workers)
         return np.concatenate([np.asarray(r) for r in self._pool.map(_run_installed, chunks)])
 
-    def close(self):
-        self._pool.shutdown(cancel_futures=True)
+    def close(self, abort: bool = False):
+        """Shut the pool down; with ``abort`` (after Ctrl-C, Cancel or an error) stop the running chunks too,
+        instead of waiting minutes for them to finish."""
+        if abort:
+            # ProcessPoolExecutor has no public way to stop running tasks; its worker processes are ours to end.
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=not abort, cancel_futures=True)
 
 
 class DaskExecutor:
@@ -106,7 +112,7 @@ class DaskExecutor:
         futures = self.client.map(_run, [self._function] * len(chunks), chunks, pure=False)
         return np.concatenate([np.asarray(r) for r in self.client.gather(futures)])
 
-    def close(self):
+    def close(self, abort: bool = False):
         if self._owns_client:
             self.client.close()
 

@@ -119,3 +119,27 @@ def test_dask_local_cluster_runs_the_sampler():
 def test_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(InputError, match="cannot connect"):
         make_executor(square_sum, dask_scheduler="tcp://127.0.0.1:9")
+
+
+def slow_square_sum(batch):
+    import time
+
+    time.sleep(60.0)
+    return square_sum(batch)
+
+
+def test_an_aborted_pool_stops_its_running_chunks_at_once():
+    # After Ctrl-C or Cancel the CLI must exit within seconds, not when the running chunks end.
+    import threading
+    import time
+
+    pool = make_executor(slow_square_sum, workers=2)
+    runner = threading.Thread(target=lambda: pytest.raises(Exception, pool, np.ones((4, 2))), daemon=True)
+    runner.start()
+    time.sleep(3.0)  # the workers are inside their 60 s chunks
+    processes = list(pool._pool._processes.values())
+    started = time.perf_counter()
+    pool.close(abort=True)
+    for process in processes:
+        process.join(timeout=10)
+    assert time.perf_counter() - started < 10 and not any(p.is_alive() for p in processes)

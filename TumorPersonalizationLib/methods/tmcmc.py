@@ -119,8 +119,10 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     try:
         result = tmcmc.sample(executor, prior, n_samples=settings.population, seed=settings.seed,
                               mcmc_steps=settings.mcmc_steps, progress=on_stage)
-    finally:
-        executor.close()
+    except BaseException:  # Ctrl-C, SIGTERM, Cancel: stop the workers now, not after their current chunk
+        executor.close(abort=True)
+        raise
+    executor.close()
     sampled = time.perf_counter()
     report_progress(0.9, "simulating posterior draws")
     predictive = posterior.posterior_predictive(tissue, result.samples, result.natural, result.map_index,
