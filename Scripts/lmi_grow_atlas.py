@@ -1,9 +1,9 @@
 """Grow the LMI training and validation cases again on the atlas' 1.5 mm grid, as a patient's masks arrive.
 
 For each dataset shard ``{split}_NNNNN.npz`` this writes ``atlas_labels_{split}_NNNNN.npz``: the labels of the
-same cases regrown from their parameters at the atlas' resolution, on the atlas grid and taken onto the network
-grid (see ``TumorPersonalizationLib/lmi/atlas_growth.py`` for why; ~0.7 MB per shard of 100).
-``Scripts/lmi_train_shape.py`` trains the shape regressor on them when the config's ``shape_regressor.labels`` is ``"atlas"``. About 0.26 s per case on one core (the
+same cases regrown from their parameters at the atlas' resolution and taken onto the network grid (see
+``TumorPersonalizationLib/lmi/training/atlas_growth.py`` for why). ``Scripts/lmi_train_shape.py`` trains the shape
+regressors on them when the config's ``shape_regressor.labels`` is ``"atlas"``. About 0.26 s per case on one core (the
 14,800 + 400 cases in ~35 min on 2 cores); parallel and resumable (each file is written whole when its shard is
 done; a new run makes only the missing ones).
 
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.files import atomic_path  # noqa: E402
-from TumorPersonalizationLib.lmi import dataset  # noqa: E402
-from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas, labels_path  # noqa: E402
 from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
+from TumorPersonalizationLib.lmi.training import dataset  # noqa: E402
+from TumorPersonalizationLib.lmi.training.atlas_growth import atlas_grids, grow_on_atlas, labels_path  # noqa: E402
 
 _GRIDS = None
 
@@ -47,10 +47,9 @@ def _grow_shard(shard: Path, out: Path) -> int:
             parameters = data["parameters"]
     except (OSError, KeyError, ValueError) as error:
         raise InputError(f"dataset shard {shard}: cannot read it ({error})") from error
-    lesions = [grow_on_atlas(_GRIDS, p, parallel=False)[1:] for p in parameters]
+    lesions = [grow_on_atlas(_GRIDS, p, parallel=False)[1] for p in parameters]
     with atomic_path(out, ".npz") as tmp:
-        np.savez_compressed(tmp, labels=np.stack([network.labels for network, _ in lesions]),
-                            atlas_labels=np.stack([atlas.labels for _, atlas in lesions]))
+        np.savez_compressed(tmp, labels=np.stack([network.labels for network in lesions]))
     return len(lesions)
 
 

@@ -1,4 +1,4 @@
-"""Make the Learn-Morph-Infer training, validation and test sets: simulations in the atlas (see lmi/dataset.py).
+"""Make the Learn-Morph-Infer training, validation and test sets: simulations in the atlas (lmi/training/dataset.py).
 
 Parallel (one process per core by default) and resumable: each shard is written atomically when complete, and a
 new run makes only the shards that are missing. The config fixes every random draw, so the same config gives the
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from TumorPersonalizationLib.errors import run_script  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
-from TumorPersonalizationLib.lmi import dataset  # noqa: E402
+from TumorPersonalizationLib.lmi.training import dataset  # noqa: E402
 
 _TISSUE = None
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
-from TumorPersonalizationLib.lmi.training import train  # noqa: E402
+from TumorPersonalizationLib.lmi.training.train_network import train  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -10,31 +10,23 @@ section) are this script's output for ``Resources/LMI/config.json`` on the datas
 
 The config's ``shape_regressor.labels`` says which masks the features are read from: ``"dataset"``, the stored
 labels of the 3 mm simulations, or ``"atlas"`` (shipped), the same cases regrown on the atlas' 1.5 mm grid as a
-patient's masks arrive (made first by ``Scripts/lmi_grow_atlas.py --data lmi_data``, ~35 min on 2 cores).
-``shape_regressor.feature_grids`` (default ``["network"]``) says on which grids the shape features are read, the
-network's 3 mm grid and / or the atlas' 1.5 mm grid, and ``seed_regressor.vector_grid`` (default ``"network"``)
-where the seed vectors are (:mod:`TumorPersonalizationLib.lmi.lesion_descriptors`; the atlas grid needs the
-``"atlas"`` labels).
-
-With ``shape_regressor.augment`` (``fields``, ``smoothness_mm``, ``amplitude_mm`` = [low, high], ``seed``), a
-copy of every training case warped by a random smooth displacement (:mod:`TumorPersonalizationLib.lmi.label_warp`)
-joins the mu regressor's training set: the misalignment a registration leaves between a patient's lesion and the
-atlas' tissue. The seed regressor trains on the cases as they are (the seed of a warped case is not defined).
+patient's masks arrive and taken onto the 3 mm network grid (made first by ``Scripts/lmi_grow_atlas.py --data
+lmi_data``, ~35 min on 2 cores). Both regressors read the lesion on the network grid
+(:mod:`TumorPersonalizationLib.lmi.lesion_descriptors`).
 
 The shape features and seed vectors of every training and validation case are computed first (one process per
-core, ~35 ms per case on the network grid, ~0.1 s more on the atlas grid) and kept in the dataset folder
-(``shape_features_{labels}_{split}.npz``), so a second run only trains (seconds to a minute).
+core, ~35 ms per case) and kept in the dataset folder (``shape_features_{labels}_{split}.npz``), so a second run
+only trains (seconds to a minute).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,57 +37,41 @@ sys.path.insert(0, str(ROOT))
 from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
 from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
 from TumorPersonalizationLib.files import atomic_path  # noqa: E402
-from TumorPersonalizationLib.lmi import atlas_growth, dataset, label_warp  # noqa: E402
-from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
 from TumorPersonalizationLib.lmi import lesion_descriptors  # noqa: E402
-from TumorPersonalizationLib.lmi.lesion_descriptors import feature_names, vector_names  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import lesion_on_atlas_grid, lesion_on_network_grid  # noqa: E402
-from TumorPersonalizationLib.lmi.shape_regressor import (DEFAULT_SETTINGS, SEED_WEIGHTS_NAME,  # noqa: E402
-                                                         WEIGHTS_NAME, fit, fit_seed)
+from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
+from TumorPersonalizationLib.lmi.grids import network_lesion  # noqa: E402
+from TumorPersonalizationLib.lmi.seed_features import VECTOR_NAMES  # noqa: E402
+from TumorPersonalizationLib.lmi.shape_features import FEATURE_NAMES  # noqa: E402
+from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, SEED_WEIGHTS_NAME, WEIGHTS_NAME  # noqa: E402
+from TumorPersonalizationLib.lmi.training import atlas_growth, dataset  # noqa: E402
+from TumorPersonalizationLib.lmi.training.train_regressors import fit, fit_seed  # noqa: E402
 
 LOG_NAME = "shape_regressor_log.json"
 SEED_LOG_NAME = "seed_regressor_log.json"
 LABEL_SOURCES = ("dataset", "atlas")
 
 
-@functools.lru_cache(maxsize=1)
-def _bank(shape: tuple, count: int, smoothness_mm: float, spacing_mm: float, seed: int) -> np.ndarray:
-    """One bank of displacement fields per worker process."""
-    return label_warp.displacement_bank(shape, count, smoothness_mm, spacing_mm, seed)
-
-
 @dataclass(frozen=True)
 class Inputs:
     """What the regressors read: from which masks (``source``, one of :data:`LABEL_SOURCES`), the shape features
-    and seed vectors by name (:mod:`TumorPersonalizationLib.lmi.lesion_descriptors`), the config they are for and
-    the random warps of ``augment`` (the config's ``shape_regressor.augment``; None: the cases as they are)."""
+    and seed vectors by name (:mod:`TumorPersonalizationLib.lmi.lesion_descriptors`) and the config they are for."""
     source: str
     feature_names: tuple
     vector_names: tuple
     config: dict
-    augment: dict | None = None
 
 
 def _features_of_shard(path: Path, split: str, index: int, inputs: Inputs) -> dict:
     """One shard's (``index``: its number in the split) cases: (cases, F) shape ``features``, (cases, 2) ``mu``
     (mu1, mu2), (cases, V, 3) seed ``vectors`` and (cases, 3) ``offsets``, the true seed minus the core's centroid
-    (mm, on the grid the vectors are read from); with ``inputs.augment``, of its cases randomly warped
-    (:mod:`label_warp`; no vectors and offsets then)."""
+    (mm)."""
     try:
         with np.load(path) as shard:
             labels, targets = shard["labels"], shard["targets"].astype(np.float64)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise InputError(f"dataset shard {path}: cannot read it ({error})") from error
-    atlas_labels = None
     if inputs.source == "atlas":
-        labels, atlas_labels = atlas_growth.load_labels(path.parent, split, index, len(labels))
-    config, augment = inputs.config, inputs.augment
-    if augment is not None:
-        bank = _bank(labels.shape[1:], int(augment["fields"]), float(augment["smoothness_mm"]),
-                     float(config["grid"]["spacing_mm"]), int(augment["seed"]))
-        rng = np.random.default_rng([int(augment["seed"]), index])
-        labels = np.stack([label_warp.warp_randomly(case, bank, tuple(augment["amplitude_mm"]), rng)
-                           for case in labels])
+        labels = atlas_growth.load_labels(path.parent, split, index, len(labels))
     n = len(labels)
     out = {"features": np.full((n, len(inputs.feature_names)), np.nan), "mu": targets[:, :2],
            "vectors": np.full((n, len(inputs.vector_names), 3), np.nan), "offsets": np.full((n, 3), np.nan)}
@@ -104,28 +80,22 @@ def _features_of_shard(path: Path, split: str, index: int, inputs: Inputs) -> di
         # patient): such a case has no shape to learn from; its row stays NaN and is left out of training.
         if not (labels[case] == 2).any():
             continue
-        network = lesion_on_network_grid(labels[case], config)
-        on_atlas = None if atlas_labels is None else lesion_on_atlas_grid(atlas_labels[case])
-        out["features"][case] = lesion_descriptors.features(inputs.feature_names, network, on_atlas)
-        if augment is None:
-            out["vectors"][case], grid = lesion_descriptors.vectors(inputs.vector_names, network, on_atlas)
-            lesion = network if grid == "network" else on_atlas
-            seed = lesion.geometry.ras_to_index(network.geometry.index_to_ras(targets[case, 2:5]))
-            out["offsets"][case] = (seed - lesion.core_centre()) * lesion.spacing_mm
+        lesion = network_lesion(labels[case], inputs.config)
+        out["features"][case] = lesion_descriptors.features(inputs.feature_names, lesion)
+        out["vectors"][case] = lesion_descriptors.vectors(inputs.vector_names, lesion)
+        out["offsets"][case] = (targets[case, 2:5] - lesion.core_centre()) * lesion.spacing_mm
     return out
 
 
 def split_features(data_dir: Path, split: str, limit: int, shard_size: int, inputs: Inputs, workers: int) -> dict:
     """:func:`_features_of_shard`'s arrays for the split's first ``limit`` cases; cached in ``data_dir`` (the
-    cache remembers the input names and a warped one its settings)."""
-    settings = json.dumps(inputs.augment, sort_keys=True) if inputs.augment is not None else ""
-    cache = data_dir / f"shape_features_{inputs.source}_{split}{'_warped' if inputs.augment is not None else ''}.npz"
+    cache remembers the input names)."""
+    cache = data_dir / f"shape_features_{inputs.source}_{split}.npz"
     keys = ("features", "mu", "vectors", "offsets")
     if cache.exists():
         with np.load(cache) as saved:
             if (tuple(saved["names"]) == inputs.feature_names and "vector_names" in saved.files
-                    and tuple(saved["vector_names"]) == inputs.vector_names and len(saved["features"]) >= limit
-                    and str(saved.get("augment", "")) == settings):
+                    and tuple(saved["vector_names"]) == inputs.vector_names and len(saved["features"]) >= limit):
                 return {key: saved[key][:limit] for key in keys}
     paths = dataset.shard_paths(data_dir, split)
     paths = paths[:-(-limit // shard_size)]
@@ -140,8 +110,7 @@ def split_features(data_dir: Path, split: str, limit: int, shard_size: int, inpu
         raise InputError(f"{data_dir} holds {len(out['mu'])} {split} cases, the config asks for {limit}: make the "
                          "missing shards with Scripts/lmi_make_dataset.py")
     with atomic_path(cache, ".npz") as tmp:
-        np.savez(tmp, **out, names=np.array(inputs.feature_names), vector_names=np.array(inputs.vector_names),
-                 augment=np.array(settings))
+        np.savez(tmp, **out, names=np.array(inputs.feature_names), vector_names=np.array(inputs.vector_names))
     return out
 
 
@@ -169,11 +138,7 @@ def main(argv=None) -> int:
     source = settings.get("labels", "dataset")
     if source not in LABEL_SOURCES:
         raise InputError(f"config: shape_regressor.labels must be one of {LABEL_SOURCES}, got {source!r}")
-    grids = settings.get("feature_grids", ["network"])
-    vector_grid = config.get("seed_regressor", {}).get("vector_grid", "network")
-    if "atlas" in [*grids, vector_grid] and source != "atlas":
-        raise InputError("config: features or vectors on the atlas grid need shape_regressor.labels \"atlas\"")
-    inputs = Inputs(source, feature_names(grids), vector_names(vector_grid), config)
+    inputs = Inputs(source, FEATURE_NAMES, VECTOR_NAMES, config)
     shard_size = int(config["dataset"]["shard_size"])
     cases = {split: split_features(args.data, split, int(config["dataset"]["cases"][split]), shard_size, inputs,
                                    args.workers)
@@ -184,20 +149,10 @@ def main(argv=None) -> int:
         keep = np.all(np.isfinite(arrays["features"]), axis=1)
         dropped[split] = int(np.count_nonzero(~keep))
         cases[split] = {key: value[keep] for key, value in arrays.items()}
-    train_features, train_mu = cases["train"]["features"], cases["train"]["mu"]
-    augment = settings.get("augment")
-    if augment is not None:  # warped copies of the training cases join the clean ones
-        if "atlas" in grids:
-            raise InputError("config: shape_regressor.augment warps the network-grid masks only; it cannot go "
-                             "with feature_grids on the atlas grid")
-        warped = split_features(args.data, "train", int(config["dataset"]["cases"]["train"]), shard_size,
-                                replace(inputs, augment=augment), args.workers)
-        keep = np.all(np.isfinite(warped["features"]), axis=1)
-        train_features = np.concatenate([train_features, warped["features"][keep]])
-        train_mu = np.concatenate([train_mu, warped["mu"][keep]])
     features_s = time.perf_counter() - start
-    model, summary = fit(settings, train_features, train_mu, cases["val"]["features"], cases["val"]["mu"])
-    summary.update(labels=source, augment=augment, cases_without_t1gd_on_the_network_grid=dropped)
+    model, summary = fit(settings, cases["train"]["features"], cases["train"]["mu"], cases["val"]["features"],
+                         cases["val"]["mu"])
+    summary.update(labels=source, cases_without_t1gd_on_the_network_grid=dropped)
     summary.update(features_seconds=round(features_s, 1),
                    training_seconds=round(time.perf_counter() - start - features_s, 1))
     _save(model, summary, config, args.out, WEIGHTS_NAME, LOG_NAME, feature_names=list(inputs.feature_names))

@@ -45,18 +45,20 @@ from TumorPersonalizationLib.errors import InputError  # noqa: E402
 from TumorPersonalizationLib.execution import make_executor  # noqa: E402
 from TumorPersonalizationLib.imaging.io import read_volume  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Volume  # noqa: E402
-from TumorPersonalizationLib.lmi import dataset  # noqa: E402
-from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa: E402
+from TumorPersonalizationLib.lmi.estimators import MU_SOURCES, SEED_SOURCES, predict_labels, regress  # noqa: E402
+from TumorPersonalizationLib.lmi.grids import FitGrid, nearest_domain_voxel  # noqa: E402
+from TumorPersonalizationLib.lmi.models import (default_seed_weights, default_shape_weights,  # noqa: E402
+                                                default_weights, load_seed_model, load_shape_model)
+from TumorPersonalizationLib.lmi.network import load_network  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (MU_SOURCES, SEED_SOURCES, default_seed_weights,  # noqa: E402
-                                                  default_shape_weights, default_weights, load_seed_model,
-                                                  load_shape_model, personalize_lmi, predict_labels, regress)
 from TumorPersonalizationLib.lmi.refinement import (DEFAULT_EVALUATIONS, FINE_EVALUATIONS,  # noqa: E402
-                                                    POLISH_EVALUATIONS, FitGrid, nearest_domain_voxel,
-                                                    refine_coarse_to_fine)
-from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
+                                                    POLISH_EVALUATIONS, refine_coarse_to_fine)
+from TumorPersonalizationLib.lmi.training import dataset  # noqa: E402
+from TumorPersonalizationLib.lmi.training.atlas_growth import atlas_grids, grow_on_atlas  # noqa: E402
+from TumorPersonalizationLib.methods import personalize  # noqa: E402
 from TumorPersonalizationLib.metrics import dice_at_levels, mae_by_tissue  # noqa: E402
+from TumorPersonalizationLib.personalization import Case  # noqa: E402
 
 LEVELS = (0.01, 0.1, 0.8)
 # Thesis ch. 7, Table 1, experiment 3 (FK, mu1/mu2/x predicted): MAE 0.057 (WM), 0.057 (GM), 0.0 (CSF).
@@ -110,7 +112,7 @@ class AtlasCases:
 
     ``observe(indices)``: a structured array of n rows: ``labels``, (64, 64, 64) uint8 on the network grid, and
     ``regressed``, (5,) mu1, mu2 and seed from the shape regressors (``regressors``: their weights, either None to
-    leave it NaN; :func:`.pipeline.regress`, reading the lesion on both grids), and ``regress_s``, its seconds.
+    leave it NaN; :func:`.estimators.regress`), and ``regress_s``, its seconds.
     ``score(indices)``: (n, columns) of :meth:`columns`: the network's estimate (``predicted``), the refined one
     (the cases in the range ``refined``) and the ABLATIONS (cases below ``ablation_cases``), each simulated on the
     atlas grid and scored against the truth; NaN where not computed."""
@@ -142,7 +144,8 @@ class AtlasCases:
         return self._state
 
     def _truth(self, i):
-        """The truth density on the atlas grid and the lesion on the network and the atlas grid for case i."""
+        """The truth density on the atlas grid, the lesion on the network grid and its labels on the atlas grid for
+        case i."""
         state = self._load()
         return grow_on_atlas(state["grids"], state["data"]["parameters"][i], parallel=self.parallel)
 
@@ -163,10 +166,10 @@ class AtlasCases:
         rows = np.zeros(len(indices), dtype=[("labels", np.uint8, state["net"].geometry.shape),
                                              ("regressed", np.float64, 5), ("regress_s", np.float64)])
         for row, i in zip(rows, np.asarray(indices, dtype=int)):
-            _, network, on_atlas = self._truth(i)
+            _, network, _ = self._truth(i)
             row["labels"] = network.labels
             start = time.perf_counter()
-            row["regressed"] = regress(*state["regressors"], network, on_atlas)
+            row["regressed"] = regress(*state["regressors"], network)
             row["regress_s"] = time.perf_counter() - start
         return rows
 
@@ -176,7 +179,7 @@ class AtlasCases:
         rows = []
         for i in np.asarray(indices, dtype=int):
             truth, network, on_atlas = self._truth(i)
-            labels, t1gd, flair = network.labels, on_atlas.labels == 2, on_atlas.labels > 0
+            labels, t1gd, flair = network.labels, on_atlas == 2, on_atlas > 0
             mu1, mu2, *seed = self.predicted[i]
             seed = nearest_domain_voxel(net.domain.inside, seed)
             row = self._score(self._simulate(mu1, mu2, fine.seed_from(net, seed)), truth)
@@ -186,16 +189,14 @@ class AtlasCases:
                     FitGrid(fine.domain, fine.geometry, t1gd, flair), mu1, mu2, seed, evaluations=self.evaluations,
                     fine_evaluations=self.fine_evaluations, polish_evaluations=self.polish_evaluations,
                     mu_bounds=mu_bounds(self.config), parallel=self.parallel)
-                seed_fine = nearest_domain_voxel(fine.domain.inside, fine.geometry.ras_to_index(r["seed_ras_mm"]))
-                row += self._score(self._simulate(r["mu1"], r["mu2"], seed_fine), truth)
-                skipped = {"evaluations": 0, "start": {"objective": np.nan}, "end": {"objective": np.nan}}
-                fine_fit, polish = r["fine"] or skipped, r["polish"] or skipped
-                row += [r["coarse"]["evaluations"], fine_fit["evaluations"], polish["evaluations"], r["seconds"],
-                        r["coarse"]["start"]["objective"], r["coarse"]["end"]["objective"],
-                        fine_fit["start"]["objective"], fine_fit["end"]["objective"],
-                        polish["start"]["objective"], polish["end"]["objective"]]
+                seed_fine = nearest_domain_voxel(fine.domain.inside, fine.geometry.ras_to_index(r.seed_ras_mm))
+                row += self._score(self._simulate(r.mu1, r.mu2, seed_fine), truth)
+                row += [r.coarse.evaluations, *(s.evaluations if s else 0 for s in (r.fine, r.polish)), r.seconds,
+                        r.coarse.start.objective, r.coarse.end.objective]
+                for stage in (r.fine, r.polish):
+                    row += [stage.start.objective, stage.end.objective] if stage else [np.nan, np.nan]
                 target = state["data"]["targets"][i]
-                row += parameter_errors([r["mu1"], r["mu2"]], target[:2], r["seed_ras_mm"],
+                row += parameter_errors([r.mu1, r.mu2], target[:2], r.seed_ras_mm,
                                         net.geometry.index_to_ras(target[2:5])).tolist()
             else:
                 row += [np.nan] * (len(SCORE_KEYS) + len(REFINEMENT_KEYS) + len(REFINED_PARAMETER_KEYS))
@@ -429,9 +430,9 @@ def end_to_end(refine_fit: bool, evaluations: int = DEFAULT_EVALUATIONS,
     t1gd, flair = read_volume(folder / "t1gd.nii.gz"), read_volume(folder / "flair.nii.gz")
     truth = read_volume(folder / "density_truth.nii.gz")
     start = time.perf_counter()
-    result, _, _ = personalize_lmi(t1, t1gd, flair, refine_fit=refine_fit, refine_evaluations=evaluations,
-                                   refine_fine_evaluations=fine_evaluations, mu_from=mu_from,
-                                   seed_from=seed_from)
+    result = personalize(Case.from_volumes(t1gd, flair, t1=t1), "lmi", refine=refine_fit,
+                         refine_evaluations=evaluations, refine_fine_evaluations=fine_evaluations, mu_from=mu_from,
+                         seed_from=seed_from)
     total = time.perf_counter() - start
     truth_density = truth.array.astype(np.float32) / 255.0
     dice = dice_at_levels(result.density, Volume(truth_density, truth.geometry), LEVELS)

@@ -20,15 +20,15 @@ and each estimate below is simulated in the atlas (1.5 mm), warped back to SRI24
 (MAE in SRI24's WM / GM / CSF, Dice at 0.01, 0.1, 0.8):
 
 - ``network``: the inverse ResNet's mu1, mu2 and seed;
-- ``shape regressor``: mu1, mu2 from the shape regressor, the network's seed (the pipeline's default until
-  session 15);
+- ``shape regressor``: mu1, mu2 from the shape regressor, the network's seed (the pipeline's default before the
+  seed regressor);
 - ``shape mu and seed``: mu1, mu2 from the shape regressor, the seed from the seed regressor (the pipeline's
-  default since session 15);
+  default);
 - ``true mu, network seed``: the true mu1, mu2 with the network's seed;
 - ``truth mapped``: the true mu1, mu2 and seed simulated in the atlas: what the anatomy and the registration alone
   cost, the floor of any estimate made in the atlas;
-- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressors' estimate (before
-  session 15: from the shape regressor's mu and the network's seed);
+- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressors' estimate (stored
+  runs made before the seed regressor: from the shape regressor's mu and the network's seed);
 - ``..., in the patient's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
   it is given the patient's maps (``--wm/--gm``): the seed is carried there through the registration, and the
   refinement's fine stage runs there. With ``--given-tissue classified`` (SRI24 only) the pipeline is handed SRI24's
@@ -77,15 +77,16 @@ from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
 from TumorPersonalizationLib.imaging.io import resample  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Geometry, Volume  # noqa: E402
 from TumorPersonalizationLib.imaging.tissue import TissueMaps  # noqa: E402
-from TumorPersonalizationLib.lmi import dataset  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_geometry, network_tissue  # noqa: E402
+from TumorPersonalizationLib.lmi.estimators import predict_labels, regress  # noqa: E402
+from TumorPersonalizationLib.lmi.grids import (FitGrid, atlas_fit_grid, lesion_on_network_grid,  # noqa: E402
+                                               nearest_domain_voxel, patient_fit_grid)
+from TumorPersonalizationLib.lmi.models import (default_seed_weights, default_shape_weights,  # noqa: E402
+                                                default_weights, load_seed_model, load_shape_model)
+from TumorPersonalizationLib.lmi.network import load_network  # noqa: E402
 from TumorPersonalizationLib.lmi.parameters import simulate_time_independent  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights,  # noqa: E402
-                                                  default_weights, lesion_on_grids, load_seed_model,
-                                                  load_shape_model, patient_fit_grid, predict_labels, regress)
-from TumorPersonalizationLib.lmi.refinement import (FitGrid, nearest_domain_voxel,  # noqa: E402
-                                                    refine_coarse_to_fine)
-from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
+from TumorPersonalizationLib.lmi.refinement import refine_coarse_to_fine  # noqa: E402
+from TumorPersonalizationLib.lmi.training import dataset  # noqa: E402
 from TumorPersonalizationLib.models.fisher_kolmogorov import Domain  # noqa: E402
 from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
 
@@ -136,8 +137,7 @@ class AnatomyCases:
                 "seed": load_seed_model(self.seed_weights, self.config),
                 "wm_gm": np.stack([tissue.wm.array, tissue.gm.array]),
                 "net": FitGrid(network_domain(self.config), network_geometry(atlas, self.config), None, None),
-                "fine": FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm),
-                                atlas.wm.geometry, None, None),
+                "fine": atlas_fit_grid(atlas),
                 "patient": Domain(p.wm.array, p.gm.array, p.wm.geometry.spacing_mm)}
         return self._state
 
@@ -180,14 +180,14 @@ class AnatomyCases:
             like = self.patient.wm.like
             t1gd_atlas = self.registration.to_atlas(like(t1gd.astype(np.uint8)), "nearest")
             flair_atlas = self.registration.to_atlas(like(flair.astype(np.uint8)), "nearest")
-            network, on_atlas = lesion_on_grids(t1gd_atlas, flair_atlas, self.config)
+            network = lesion_on_network_grid(t1gd_atlas, flair_atlas, self.config)
             t1gd_net, flair_net = network.labels == 2, network.labels > 0
             if (t1gd_ml < acceptance["t1gd_min_ml"] or not acceptance["flair_min_ml"] <= flair_ml
                     <= acceptance["flair_max_ml"] or not t1gd_net.any()):
                 rows.append([0.0] + [np.nan] * (width * len(ESTIMATES)) + [flair_ml])
                 continue
             estimate = predict_labels(s["model"], self.config, network.labels[None], s["wm_gm"])[0]
-            regressed = regress(s["shape"], s["seed"], network, on_atlas)
+            regressed = regress(s["shape"], s["seed"], network)
             bounds = np.transpose(mu_bounds(self.config))
             network_mu, shape_mu_ = np.clip(estimate[:2], *bounds), np.clip(regressed[:2], *bounds)
             seed_net = nearest_domain_voxel(net.domain.inside, estimate[2:5])
@@ -200,7 +200,7 @@ class AnatomyCases:
             for name in ("network", "shape regressor", "shape mu and seed"):
                 candidates[name + "," + IN_PATIENT] = candidates[name]
             patient_grid = patient_fit_grid(self.given_tissue, like(t1gd.astype(np.uint8)),
-                                            like(flair.astype(np.uint8)), self.registration)
+                                            like(flair.astype(np.uint8)), self.registration.atlas_point_to_patient)
             coarse = FitGrid(net.domain, net.geometry, t1gd_net, flair_net)
             if i < self.refine_cases:
                 fine_grids = {"refined": FitGrid(fine.domain, fine.geometry, t1gd_atlas.array > 0,
@@ -209,10 +209,10 @@ class AnatomyCases:
                 for name, fine_grid in fine_grids.items():
                     r = refine_coarse_to_fine(coarse, fine_grid, shape_mu_[0], shape_mu_[1], shape_seed_net,
                                               mu_bounds=mu_bounds(self.config), parallel=self.parallel)
-                    seed = np.asarray(r["seed_ras_mm"])
+                    seed = np.asarray(r.seed_ras_mm)
                     if fine_grid is patient_grid:  # the refined seed lies in SRI24's space
                         seed = self.registration.patient_point_to_atlas(seed)
-                    candidates[name] = (np.array([r["mu1"], r["mu2"]]), seed)
+                    candidates[name] = (np.array([r.mu1, r.mu2]), seed)
             row = [1.0]
             for name in ESTIMATES:
                 if name not in candidates:

@@ -4,7 +4,7 @@ lesion does not lie exactly on the atlas' tissue.
 A patient's masks reach the atlas through a registration that leaves a smooth residual misalignment of a few mm
 between the tumor's outline and the atlas' white matter (``bench/lmi_anatomy.py``). This benchmark imitates it on
 the held-out test set: each case is grown on the atlas' 1.5 mm grid and taken onto the 3 mm network grid as in
-``bench/lmi.py``, then warped by a random smooth displacement (:mod:`TumorPersonalizationLib.lmi.label_warp`;
+``bench/lmi.py``, then warped by a random smooth displacement (:mod:`TumorPersonalizationLib.lmi.training.label_warp`;
 ``--smoothness-mm``, RMS per component ``--amplitudes-mm``), and the inverse network and the shape and seed
 regressors estimate from the warped labels. Printed: median relative error of mu1 and mu2 and the median seed
 error per amplitude, for each estimator. The seed is scored against the true seed (the warp moves the lesion by
@@ -30,16 +30,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from lmi import grow_test_labels, parameter_errors  # noqa: E402 (bench/lmi.py)
 
-from TumorPersonalizationLib.errors import InputError  # noqa: E402
-from TumorPersonalizationLib.lmi import dataset, label_warp  # noqa: E402
-from TumorPersonalizationLib.lmi.lesion_descriptors import ATLAS_PREFIX  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue  # noqa: E402
-from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights,  # noqa: E402
-                                                  default_weights, load_seed_model, load_shape_model,
-                                                  predict_labels)
-from TumorPersonalizationLib.lmi.training import load_network  # noqa: E402
+from TumorPersonalizationLib.lmi.estimators import predict_labels  # noqa: E402
+from TumorPersonalizationLib.lmi.models import (default_seed_weights, default_shape_weights,  # noqa: E402
+                                                default_weights, load_seed_model, load_shape_model)
+from TumorPersonalizationLib.lmi.network import load_network  # noqa: E402
+from TumorPersonalizationLib.lmi.training import dataset, label_warp  # noqa: E402
 
-FIELD_SEED = 7  # not the training augmentation's seed: these fields are new to the shape regressor
+FIELD_SEED = 7
 
 
 def main(argv=None) -> int:
@@ -58,10 +56,6 @@ def main(argv=None) -> int:
     model, config = load_network(args.weights)
     shape_model = load_shape_model(args.shape_weights, config)
     seed_model = load_seed_model(args.seed_weights, config)
-    if any(name.startswith(ATLAS_PREFIX) for name in (*shape_model.feature_names, *seed_model.feature_names,
-                                                      *seed_model.vector_names)):
-        raise InputError("bench/lmi_warp.py warps the lesion on the network grid only: give it --shape-weights and "
-                         "--seed-weights of regressors that read the network grid alone")
     data = dataset.load_split(args.data, "test", limit=args.cases)
     n = len(data["targets"])
     labels = grow_test_labels(args.data, config, n, args.workers)["labels"]

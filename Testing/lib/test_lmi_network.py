@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from TumorPersonalizationLib.errors import InputError
-from TumorPersonalizationLib.lmi import dataset
+from TumorPersonalizationLib.lmi import labels as lmi_labels
 from TumorPersonalizationLib.lmi.config import load_config, network_domain, target_scaling
-from TumorPersonalizationLib.lmi.inputs import assemble, crop_labels, input_channels, network_input
-from TumorPersonalizationLib.lmi.network import InverseNet, LesionStatistics
+from TumorPersonalizationLib.lmi.inputs import N_CHANNELS, assemble, crop_labels
+from TumorPersonalizationLib.lmi.network import InverseNet, LesionStatistics, check_network_config, load_network
 from TumorPersonalizationLib.lmi.parameters import (FRONT_SPEED_MM_PER_DAY, from_time_independent,
                                                     simulate_time_independent, to_time_independent)
-from TumorPersonalizationLib.lmi.training import evaluate, load_network, train, _Batches
+from TumorPersonalizationLib.lmi.training import dataset
+from TumorPersonalizationLib.lmi.training.train_network import _Batches, evaluate, train
 
 
 def test_back_mapping_round_trip_keeps_mu_and_sets_the_front_speed():
@@ -54,32 +55,27 @@ def test_labels_encode_the_thesis_input():
     t1gd = np.zeros((4, 4, 4), bool)
     flair = np.zeros((4, 4, 4), bool)
     t1gd[1, 1, 1] = flair[1, 1, 1] = flair[2, 2, 2] = True
-    x = dataset.labels_to_input(dataset.encode_labels(t1gd, flair))
+    x = lmi_labels.labels_to_input(lmi_labels.encode_labels(t1gd, flair))
     np.testing.assert_allclose(x, 0.666 * t1gd + 0.333 * flair, atol=1e-6)
 
 
-def test_offset_channels_give_each_voxel_its_offset_from_the_lesion_centre():
+def test_crops_are_centred_on_the_core_and_carry_the_anatomy_and_the_position():
     labels = np.zeros((1, 30, 30, 30), np.uint8)
     labels[0, 10:13, 14:16, 20:22] = 2  # core centre (11, 14.5, 20.5): half a voxel off the grid in j and k
     labels[0, 8:15, 12:18, 19:24][labels[0, 8:15, 12:18, 19:24] == 0] = 1
-    tissue = np.full((2, 30, 30, 30), 0.5, np.float32)
+    tissue = np.stack([np.full((30, 30, 30), 0.5, np.float32), np.full((30, 30, 30), 0.25, np.float32)])
     crops, origins, centres = crop_labels(labels, 8)
     np.testing.assert_allclose(centres[0], [11.0, 14.5, 20.5])
-    plain = assemble(crops, origins, tissue)
-    x = assemble(crops, origins, tissue, centres)
-    assert plain.shape == (1, 6, 8, 8, 8) and x.shape == (1, 9, 8, 8, 8)
-    np.testing.assert_array_equal(x[:, :6], plain)
-    # Channel 6 + axis: (voxel index - centre) / (crop / 2), whatever the crop's rounded origin.
+    x = assemble(crops, origins, tissue)
+    assert x.shape == (1, N_CHANNELS, 8, 8, 8)
+    np.testing.assert_allclose(x[0, 0], lmi_labels.labels_to_input(crops[0]))
+    assert np.all(x[0, 1] == 0.5) and np.all(x[0, 2] == 0.25)  # the crop lies inside the grid
+    # Channel 3 + axis: the voxel's index on the whole grid, scaled to [-1, 1].
     index = np.indices((8, 8, 8)) + origins[0][:, None, None, None]
-    np.testing.assert_allclose(x[0, 6:], (index - centres[0][:, None, None, None]) / 4.0, atol=1e-6)
-    # The pooled core-weighted offset is the core centroid's offset from the centre: zero.
-    core = x[0, 0] > 0.9
-    np.testing.assert_allclose(x[0, 6:][:, core].mean(axis=1), 0.0, atol=1e-6)
+    np.testing.assert_allclose(x[0, 3:], 2.0 * index / 29.0 - 1.0, atol=1e-6)
     config = copy.deepcopy(load_config())
-    assert input_channels(config) == 6 and network_input(config, crops, origins, centres, tissue).shape[1] == 6
-    config["input"]["relative_positions"] = True
-    assert input_channels(config) == 9 and network_input(config, crops, origins, centres, tissue).shape[1] == 9
-    with pytest.raises(InputError, match="in_channels is 6, but its input settings make 9"):
+    config["network"]["in_channels"] = 9  # a config whose network takes other channels than the input makes
+    with pytest.raises(InputError, match="in_channels is 9, but the network input has 6"):
         train(config, "no-data-needed", "no-run", log=lambda *_: None)
 
 
@@ -90,9 +86,15 @@ def test_network_output_shape_and_input_check():
     assert y.shape == (2, 5) and torch.all(torch.isfinite(y))
     with pytest.raises(ValueError, match=r"\(B, 6, D, H, W\)"):
         net(torch.rand(2, 1, 16, 16, 16))
-    mlp = InverseNet(in_channels=6, width=4, blocks=3, convs_per_block=2, head_hidden=8, lesion_statistics=True)
+    mlp = InverseNet(in_channels=6, width=4, blocks=3, convs_per_block=2, head_hidden=8)
     assert mlp(torch.rand(3, 6, 16, 16, 16)).shape == (3, 5)
     assert [(m.in_features, m.out_features) for m in mlp.head if isinstance(m, torch.nn.Linear)] == [(4 + 6, 8), (8, 5)]
+    # Configs of heads that did not ship (the thesis' one linear layer, no lesion statistics) are refused.
+    for change in ({"head_hidden": 0}, {"lesion_statistics": False}):
+        config = copy.deepcopy(load_config())
+        config["network"].update(change)
+        with pytest.raises(InputError, match="MLP head fed the lesion statistics"):
+            InverseNet.from_config(config)
 
 
 def test_lesion_statistics_measure_the_masks_in_ml_and_average_the_tissue_under_them():
@@ -103,8 +105,8 @@ def test_lesion_statistics_measure_the_masks_in_ml_and_average_the_tissue_under_
     t1gd[0, 2:5, 2:5, 2:5] = True  # 27 voxels; the second case has no core
     flair |= t1gd
     wm, gm = rng.random((2, 12, 12, 12)), rng.random((2, 12, 12, 12))
-    crops = np.stack([dataset.encode_labels(a, b) for a, b in zip(t1gd, flair)])
-    x = np.concatenate([dataset.labels_to_input(crops)[:, None], wm[:, None], gm[:, None]], axis=1)
+    crops = np.stack([lmi_labels.encode_labels(a, b) for a, b in zip(t1gd, flair)])
+    x = np.concatenate([lmi_labels.labels_to_input(crops)[:, None], wm[:, None], gm[:, None]], axis=1)
     voxel_ml = 0.125  # 5 mm voxels
     stats = S(voxel_ml)(torch.from_numpy(x).float()).numpy()
     expected = []
@@ -134,7 +136,7 @@ def _tiny_dataset(folder, n_cases=48):
         for _ in range(count):
             centre, radius = rng.uniform(5, 10, 3), rng.uniform(2, 5)
             r = np.linalg.norm(grid - centre, axis=-1)
-            labels.append(dataset.encode_labels(r < radius, r < radius * 1.6))
+            labels.append(lmi_labels.encode_labels(r < radius, r < radius * 1.6))
             targets.append([radius * 5, radius, *centre])
         shard = {"labels": np.array(labels), "targets": np.array(targets, np.float32),
                  "parameters": np.zeros((count, 8)), "drawn": np.int64(count)}
@@ -206,7 +208,8 @@ def test_every_shipped_config_takes_the_channels_its_input_makes():
     assert len(configs) >= 2  # the CPU one, the thesis-size one
     for path in configs:
         config = load_config(path)
-        assert config["network"]["in_channels"] == input_channels(config), path.name
+        assert config["network"]["in_channels"] == N_CHANNELS, path.name
+        check_network_config(config)
 
 
 def test_a_dataset_made_with_other_settings_is_refused(tmp_path):

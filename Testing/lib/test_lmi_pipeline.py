@@ -8,10 +8,10 @@ import pytest
 from TumorPersonalizationLib.cli import main
 from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
 from TumorPersonalizationLib.lmi.config import load_config, network_domain
+from TumorPersonalizationLib.lmi.estimators import choose_mu_source
 from TumorPersonalizationLib.lmi.parameters import from_time_independent
-from TumorPersonalizationLib.lmi.pipeline import choose_mu_source
 from TumorPersonalizationLib.errors import InputError
-from TumorPersonalizationLib.lmi.refinement import SHARP, SMOOTH, mask_fit, nearest_inside, refine
+from TumorPersonalizationLib.lmi.refinement import SHARP, SMOOTH, mask_fit, nearest_inside, search
 from TumorPersonalizationLib.metrics import dice_at_levels
 from TumorPersonalizationLib.resources import resources_dir
 
@@ -34,6 +34,17 @@ def run(args, capsys):
 def lmi_args(paths, out):
     return ["personalize", "--method", "lmi", "--t1", paths["t1"], "--t1gd", paths["t1gd"], "--flair",
             paths["flair"], "--out", out, "--quiet"]
+
+
+def settings_file(folder, **values):
+    """A ``--settings`` JSON file of ``values`` in ``folder``."""
+    path = folder / "settings.json"
+    path.write_text(json.dumps({key: str(v) if not isinstance(v, (int, float, str)) else v
+                                for key, v in values.items()}))
+    return ["--settings", path]
+
+
+SMALL_BUDGETS = {"refine_evaluations": 12, "refine_fine_evaluations": 6, "refine_polish_evaluations": 6}
 
 
 def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, patient, capsys):
@@ -89,10 +100,8 @@ def atlas_anatomy_patient(tmp_path_factory):
 def test_patient_tissue_maps_are_simulated_in_and_the_seed_carried_there(tmp_path, atlas_anatomy_patient, capsys):
     p = atlas_anatomy_patient
     out = tmp_path / "out"
-    code, _, stderr = run(lmi_args(p, out) + ["--wm", p["wm"], "--gm", p["gm"], "--csf", p["csf"], "--refine",
-                                              "--refine-evaluations", "12", "--refine-fine-evaluations", "6",
-                                              "--refine-polish-evaluations", "6"],
-                          capsys)
+    code, _, stderr = run(lmi_args(p, out) + ["--wm", p["wm"], "--gm", p["gm"], "--csf", p["csf"], "--refine"]
+                          + settings_file(tmp_path, **SMALL_BUDGETS), capsys)
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
     assert report["simulated_in"].startswith("the patient's tissue maps")
@@ -141,14 +150,12 @@ def test_auto_takes_the_networks_mu_only_for_an_unrefined_simulation_in_the_pati
 def test_patient_tissue_maps_must_share_the_t1_grid(tmp_path, atlas_anatomy_patient, patient, capsys):
     p = atlas_anatomy_patient
     code, _, err = run(lmi_args(patient, tmp_path / "o") + ["--wm", p["wm"], "--gm", p["gm"]], capsys)
-    assert code == 2 and "WM map" in err and "grid" in err, err
+    assert code == 2 and "--wm" in err and "grid" in err, err
 
 
 def test_refine_runs_on_both_grids_and_reports_what_it_did(tmp_path, patient, capsys):
     out = tmp_path / "out"
-    code, _, stderr = run(lmi_args(patient, out) + ["--refine", "--refine-evaluations", "12",
-                                                    "--refine-fine-evaluations", "6",
-                                                    "--refine-polish-evaluations", "6"], capsys)
+    code, _, stderr = run(lmi_args(patient, out) + ["--refine"] + settings_file(tmp_path, **SMALL_BUDGETS), capsys)
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
     refinement = report["refinement"]
@@ -175,15 +182,15 @@ def test_refinement_moves_a_perturbed_estimate_towards_the_truth():
     t1gd, flair = truth >= 0.7, truth >= 0.2
     assert mask_fit(truth, t1gd, flair).objective < 0.08  # the truth itself fits (Dice close to 1)
     start = (mu1 * 1.3, mu2 * 0.8, seed + [2.0, -2.0, 1.0])
-    result = refine(domain, t1gd, flair, *start, max_evaluations=40)
-    assert result["evaluations"] <= 40
-    assert result["end"]["objective"] < 0.7 * result["start"]["objective"], result
+    result = search(domain, t1gd, flair, *start, max_evaluations=40)
+    assert result.evaluations <= 40
+    assert result.end.objective < 0.7 * result.start.objective, result
 
     def density_error(m1, m2, s):
         return np.abs(domain.simulate(*(float(v) for v in from_time_independent(m1, m2)), s) - truth).mean()
 
     # Judged against the true density, not the objective the search optimised.
-    assert density_error(result["mu1"], result["mu2"], result["seed_index"]) < 0.7 * density_error(*start)
+    assert density_error(result.mu1, result.mu2, result.seed_index) < 0.7 * density_error(*start)
 
 
 def _linear_radial_profile(c_at_6: float, c_at_9: float) -> np.ndarray:
@@ -307,36 +314,36 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--pet", patient["t1"]], capsys)
     assert code == 2 and "--pet is not used by --method lmi" in err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--wm", patient["t1"]], capsys)
-    assert code == 2 and "give both --wm and --gm" in err, err
-    tmcmc = ["personalize", "--t1gd", patient["t1gd"], "--flair", patient["flair"], "--t1", patient["t1"],
-             "--out", tmp_path / "o4"]
+    assert code == 2 and "give both the WM and the GM map" in err, err
+    tmcmc = ["personalize", "--method", "tmcmc", "--t1gd", patient["t1gd"], "--flair", patient["flair"], "--t1",
+             patient["t1"], "--out", tmp_path / "o4"]
     code, _, err = run(tmcmc, capsys)
     assert code == 2 and "--t1 is not used by --method tmcmc" in err
-    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--refine", "--refine-fine-evaluations", "3"], capsys)
-    assert code == 2 and "--refine-fine-evaluations must be 0 (skip) or at least 6, got 3" in err, err
-    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--refine", "--refine-polish-evaluations", "2"], capsys)
-    assert code == 2 and "--refine-polish-evaluations must be 0 (skip) or at least 6, got 2" in err, err
-    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--shape-weights", tmp_path / "none.pt"], capsys)
+    lmi = lmi_args(patient, tmp_path / "o4")
+    code, _, err = run(lmi + ["--refine"] + settings_file(tmp_path, refine_fine_evaluations=3), capsys)
+    assert code == 2 and "refine_fine_evaluations must be 0 (skip) or at least 6, got 3" in err, err
+    code, _, err = run(lmi + ["--refine"] + settings_file(tmp_path, refine_polish_evaluations=2), capsys)
+    assert code == 2 and "refine_polish_evaluations must be 0 (skip) or at least 6, got 2" in err, err
+    code, _, err = run(lmi + settings_file(tmp_path, shape_weights=tmp_path / "none.pt"), capsys)
     assert code == 2 and "shape regressor weights" in err and "not found" in err, err
-    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--mu-from", "network", "--shape-weights",
-                                                             patient["t1"]], capsys)
-    assert code == 2 and "--shape-weights is not read with --mu-from network" in err, err
-    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--seed-weights", patient["t1"]], capsys)
+    code, _, err = run(lmi + settings_file(tmp_path, mu_from="network", shape_weights=patient["t1"]), capsys)
+    assert code == 2 and "shape_weights is not read with mu_from 'network'" in err, err
+    code, _, err = run(lmi + settings_file(tmp_path, seed_weights=patient["t1"]), capsys)
     assert code == 2 and "seed regressor weights" in err and "cannot read them" in err, err
-    code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--seed-from", "network", "--seed-weights",
-                                                             patient["t1"]], capsys)
-    assert code == 2 and "--seed-weights is not read with --seed-from network" in err, err
+    code, _, err = run(lmi + settings_file(tmp_path, seed_from="network", seed_weights=patient["t1"]), capsys)
+    assert code == 2 and "seed_weights is not read with seed_from 'network'" in err, err
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("o1", "o2", "o3", "o4"))
 
 
 def test_shipped_estimators_recover_a_simulated_lesion_and_each_replaces_only_its_own_part():
     """A lesion simulated with known mu1, mu2 and seed in the atlas: the shipped shape regressor's mu and
     seed regressor's seed are close to the truth, and each changes only its own part of the network's estimate."""
-    from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas
     from TumorPersonalizationLib.lmi.config import network_tissue
-    from TumorPersonalizationLib.lmi.pipeline import (default_seed_weights, default_shape_weights, default_weights,
-                                                      load_seed_model, load_shape_model, predict_labels)
-    from TumorPersonalizationLib.lmi.training import load_network
+    from TumorPersonalizationLib.lmi.estimators import predict_labels
+    from TumorPersonalizationLib.lmi.models import (default_seed_weights, default_shape_weights, default_weights,
+                                                    load_seed_model, load_shape_model)
+    from TumorPersonalizationLib.lmi.network import load_network
+    from TumorPersonalizationLib.lmi.training.atlas_growth import atlas_grids, grow_on_atlas
 
     model, config = load_network(default_weights())
     shape_model = load_shape_model(default_shape_weights(), config)
@@ -344,35 +351,35 @@ def test_shipped_estimators_recover_a_simulated_lesion_and_each_replaces_only_it
     tissue = network_tissue(config)
     wm_gm = np.stack([tissue.wm.array, tissue.gm.array])
     mu1, mu2, seed = 12.0, 3.0, np.array([40.0, 30.0, 40.0])
-    # Grown on the atlas grid, as a patient's masks arrive there; the regressors read it there and on the 3 mm grid.
-    _, network, on_atlas = grow_on_atlas(atlas_grids(config), [*from_time_independent(mu1, mu2), *seed, 0.7, 0.25])
+    # Grown on the atlas grid, as a patient's masks arrive there; the regressors read it on the 3 mm grid.
+    _, network, _ = grow_on_atlas(atlas_grids(config), [*from_time_independent(mu1, mu2), *seed, 0.7, 0.25])
     labels = network.labels[None]
     network_only = predict_labels(model, config, labels, wm_gm)[0]
-    combined = predict_labels(model, config, labels, wm_gm, shape_model=shape_model, atlas_lesions=[on_atlas])[0]
+    combined = predict_labels(model, config, labels, wm_gm, shape_model=shape_model)[0]
     assert np.array_equal(combined[2:], network_only[2:])
     assert np.linalg.norm(combined[2:] - seed) * 3.0 < 10.0  # mm
     assert abs(np.log(combined[0] / mu1)) < 0.3 and abs(np.log(combined[1] / mu2)) < 0.2, combined[:2]
-    seeded = predict_labels(model, config, labels, wm_gm, seed_model=seed_model, atlas_lesions=[on_atlas])[0]
+    seeded = predict_labels(model, config, labels, wm_gm, seed_model=seed_model)[0]
     assert np.array_equal(seeded[:2], network_only[:2])
     assert np.linalg.norm(seeded[2:] - seed) * 3.0 < 6.0  # mm
     with pytest.raises(InputError, match="seed regressor weights .* not found"):
         load_seed_model(default_seed_weights().with_name("missing.pt"), config)
 
 
-def test_the_cli_default_number_of_refinement_simulations_is_the_library_default():
-    from TumorPersonalizationLib import cli
+def test_the_settings_default_number_of_refinement_simulations_is_the_library_default():
     from TumorPersonalizationLib.lmi.refinement import DEFAULT_EVALUATIONS, FINE_EVALUATIONS, POLISH_EVALUATIONS
+    from TumorPersonalizationLib.methods.lmi import Settings
 
-    assert cli.REFINE_EVALUATIONS == DEFAULT_EVALUATIONS
-    assert cli.REFINE_FINE_EVALUATIONS == FINE_EVALUATIONS
-    assert cli.REFINE_POLISH_EVALUATIONS == POLISH_EVALUATIONS
+    assert Settings().refine_evaluations == DEFAULT_EVALUATIONS
+    assert Settings().refine_fine_evaluations == FINE_EVALUATIONS
+    assert Settings().refine_polish_evaluations == POLISH_EVALUATIONS
 
 
 def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_fine_masks():
     from TumorPersonalizationLib.imaging.tissue import resample_tissue
     from TumorPersonalizationLib.lmi.config import network_tissue
-    from TumorPersonalizationLib.lmi.pipeline import lesion_on_grid
-    from TumorPersonalizationLib.lmi.refinement import FitGrid, refine_coarse_to_fine
+    from TumorPersonalizationLib.lmi.grids import FitGrid, lesion_on_grid
+    from TumorPersonalizationLib.lmi.refinement import refine_coarse_to_fine
     from TumorPersonalizationLib.models.fisher_kolmogorov import Domain
 
     fine_tissue = network_tissue(load_config())  # 64^3 at 3 mm plays the fine grid here
@@ -396,17 +403,17 @@ def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_f
     start = (mu1 * 1.3, mu2 * 0.8, (seed_fine - 0.5) / 2 + [1.0, -1.0, 0.5])  # coarse-grid seed, ~8 mm off
     result = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=30,
                                    polish_evaluations=20)
-    assert result["grid"] == "fine" and result["evaluations"] <= 90
-    assert np.allclose(g.index_to_ras(result["seed_index"]), result["seed_ras_mm"])
+    assert result.grid == "fine" and result.evaluations <= 90
+    assert np.allclose(g.index_to_ras(result.seed_index), result.seed_ras_mm)
     # The fine stage starts where the coarse one ended and fits the fine masks better than that point did.
-    assert result["fine"]["start"]["objective"] > result["fine"]["end"]["objective"] + 0.005, result["fine"]
+    assert result.fine.start.objective > result.fine.end.objective + 0.005, result.fine
     # The polish starts where the fine stage ended (judged by its own, sharper objective) and ends no worse.
-    polish = result["polish"]
-    assert polish["start"]["objective"] >= polish["end"]["objective"] and polish["evaluations"] <= 20
-    fine_end = result["fine"]["mu1"], result["fine"]["mu2"], result["fine"]["seed_index"]
+    polish = result.polish
+    assert polish.start.objective >= polish.end.objective and polish.evaluations <= 20
+    fine_end = result.fine.mu1, result.fine.mu2, result.fine.seed_index
     start_density = fine.simulate(*(float(v) for v in from_time_independent(*fine_end[:2])), fine_end[2])
     assert mask_fit(start_density, t1gd, flair, fine.inside, objective=SHARP).objective == pytest.approx(
-        polish["start"]["objective"])
+        polish.start.objective)
 
     def density_error(m1, m2, s):
         return np.abs(fine.simulate(*(float(v) for v in from_time_independent(m1, m2)), s) - truth).mean()
@@ -414,9 +421,94 @@ def test_coarse_to_fine_refinement_carries_the_seed_between_grids_and_fits_the_f
     start_error = density_error(start[0], start[1], fine_grid.seed_from(coarse_grid, start[2]))
     # Judged against the true density, not the objective. (On this toy pair of grids the fine stage does not
     # lower the density error further than the coarse one; the bench measures its gain on realistic cases.)
-    assert density_error(result["mu1"], result["mu2"], result["seed_index"]) < 0.5 * start_error
+    assert density_error(result.mu1, result.mu2, result.seed_index) < 0.5 * start_error
     coarse_only = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=0)
-    assert coarse_only["grid"] == "coarse" and coarse_only["fine"] is None and coarse_only["polish"] is None
+    assert coarse_only.grid == "coarse" and coarse_only.fine is None and coarse_only.polish is None
     unpolished = refine_coarse_to_fine(coarse_grid, fine_grid, *start, evaluations=40, fine_evaluations=30,
                                        polish_evaluations=0)
-    assert unpolished["polish"] is None and unpolished["mu1"] == unpolished["fine"]["mu1"]
+    assert unpolished.polish is None and unpolished.mu1 == unpolished.fine.mu1
+
+
+@pytest.fixture(scope="module")
+def atlas_lesion():
+    """A tumor grown on the atlas' 1.5 mm grid with known mu1, mu2 and seed, its masks there (as a patient's arrive
+    after the warp) and on the network grid."""
+    from TumorPersonalizationLib.imaging.atlas import load_atlas
+    from TumorPersonalizationLib.lmi.config import network_geometry
+    from TumorPersonalizationLib.lmi.grids import FitGrid, atlas_fit_grid, lesion_on_network_grid
+
+    atlas, config = load_atlas(), load_config()
+    fine = atlas_fit_grid(atlas)
+    net = FitGrid(network_domain(config), network_geometry(atlas, config), None, None)
+    mu1, mu2, seed_net = 10.0, 3.0, np.array([40.0, 30.0, 40.0])
+    truth = fine.domain.simulate(*(float(v) for v in from_time_independent(mu1, mu2)), fine.seed_from(net, seed_net))
+    t1gd, flair = truth >= 0.7, truth >= 0.25
+    network = lesion_on_network_grid(*(atlas.wm.like(m.astype(np.uint8)) for m in (t1gd, flair)), config)
+    return {"mu1": mu1, "mu2": mu2, "seed_ras": net.geometry.index_to_ras(seed_net), "t1gd": t1gd, "flair": flair,
+            "network": network, "config": config, "truth": truth}
+
+
+def test_the_estimate_stage_alone_reads_a_lesion_on_the_network_grid(atlas_lesion):
+    from TumorPersonalizationLib.lmi import stages
+    from TumorPersonalizationLib.lmi.models import load_models
+
+    lesion, config = atlas_lesion["network"], atlas_lesion["config"]
+    shipped = stages.estimate(load_models(), lesion)
+    assert (shipped.mu_from, shipped.seed_from) == ("shape regressor", "seed regressor") and not shipped.notes
+    assert abs(np.log(shipped.mu1 / atlas_lesion["mu1"])) < 0.3
+    assert abs(np.log(shipped.mu2 / atlas_lesion["mu2"])) < 0.2
+    seed_ras = lesion.geometry.index_to_ras(shipped.seed_index)
+    assert np.linalg.norm(seed_ras - atlas_lesion["seed_ras"]) < 6.0  # mm
+    assert network_domain(config).inside[tuple(np.rint(shipped.seed_index).astype(int))]
+    network = stages.estimate(load_models(mu_from="network", seed_from="network"), lesion)
+    assert (network.mu_from, network.seed_from) == ("inverse network", "inverse network")
+    assert network.as_dict()["seed_index"] == list(network.seed_index) and network.mu1 != shipped.mu1
+
+
+def test_the_refine_and_simulate_stages_alone_fit_the_atlas_masks(atlas_lesion):
+    from TumorPersonalizationLib.imaging.atlas import load_atlas
+    from TumorPersonalizationLib.lmi import stages
+    from TumorPersonalizationLib.lmi.grids import FitGrid, atlas_fit_grid
+
+    config, lesion = atlas_lesion["config"], atlas_lesion["network"]
+    labels = lesion.labels
+    grids = stages.FitGrids(FitGrid(network_domain(config), lesion.geometry, labels == 2, labels > 0),
+                            atlas_fit_grid(load_atlas(), atlas_lesion["t1gd"], atlas_lesion["flair"]))
+    start = stages.Estimate(atlas_lesion["mu1"] * 1.3, atlas_lesion["mu2"] * 0.8,
+                            tuple(lesion.geometry.ras_to_index(atlas_lesion["seed_ras"]) + [1.0, -1.0, 0.5]),
+                            "test", "test")
+    unrefined = stages.simulate(grids, start)
+    assert (unrefined.fit_grid, unrefined.objective_kind) == ("network", "smooth")
+    refined = stages.refine(start, grids, config, evaluations=20, fine_evaluations=8, polish_evaluations=6)
+    assert refined.grid == "fine" and refined.evaluations <= 34 and refined.as_dict()["polish"]["evaluations"] <= 6
+    simulated = stages.simulate(grids, start, refined)
+    assert (simulated.fit_grid, simulated.objective_kind) == ("atlas", "sharp")
+    assert simulated.fit.objective == pytest.approx(refined.polish.end.objective)  # judged as it was fitted
+    assert simulated.density.shape == atlas_lesion["truth"].shape
+    error = np.abs(simulated.density - atlas_lesion["truth"]).mean()
+    assert error < np.abs(unrefined.density - atlas_lesion["truth"]).mean()
+
+
+def test_nothing_that_runs_at_inference_imports_the_training_package():
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import TumorPersonalizationLib
+
+    lib = Path(TumorPersonalizationLib.__file__).parent
+    runtime = [path for folder in (lib / "lmi", lib / "methods") for path in sorted(folder.glob("*.py"))]
+    for path in runtime:  # imports written anywhere in the file, also inside functions
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "training" not in (node.module or "").split("."), (path, node.module)
+            if isinstance(node, ast.Import):
+                assert not any("lmi.training" in alias.name for alias in node.names), path
+    modules = [f"TumorPersonalizationLib.{p.parent.name}.{p.stem}" for p in runtime if p.stem != "__init__"]
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if 'training' in m.split('.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=lib.parent).stdout
+    assert out.strip() == "[]", out

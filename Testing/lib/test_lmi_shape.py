@@ -4,7 +4,8 @@ import pytest
 
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.lmi.shape_features import FEATURE_NAMES, shape_features
-from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, fit
+from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS
+from TumorPersonalizationLib.lmi.training.train_regressors import fit
 
 
 def _balls(r_core, r_lesion, n=40):
@@ -88,17 +89,17 @@ def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pip
     """The same parameters grown at 1.5 mm and at 3 mm give nearly the same lesion on the network grid (the two
     solvers share nothing but the tissue maps' source), and its labels are the pipeline's masks of the 1.5 mm
     truth."""
-    from TumorPersonalizationLib.lmi.atlas_growth import atlas_grids, grow_on_atlas, labels_path, load_labels
     from TumorPersonalizationLib.lmi.config import load_config, network_domain
+    from TumorPersonalizationLib.lmi.grids import lesion_on_grid
     from TumorPersonalizationLib.lmi.parameters import from_time_independent
-    from TumorPersonalizationLib.lmi.pipeline import lesion_on_grid
+    from TumorPersonalizationLib.lmi.training.atlas_growth import atlas_grids, grow_on_atlas, labels_path, load_labels
 
     config = load_config()
     grids = atlas_grids(config)
     dw, rho, days = (float(v) for v in from_time_independent(12.0, 3.0))
     parameters = np.array([dw, rho, days, 40.0, 30.0, 40.0, 0.7, 0.25])
     truth, network, on_atlas = grow_on_atlas(grids, parameters)
-    t1gd, flair, labels = on_atlas.labels == 2, on_atlas.labels > 0, network.labels
+    t1gd, flair, labels = on_atlas == 2, on_atlas > 0, network.labels
     assert truth.shape == grids.fine.geometry.shape and labels.shape == tuple(config["grid"]["shape"])
     assert np.array_equal(t1gd, truth >= 0.7) and np.array_equal(flair, truth >= 0.25)
     wm = grids.atlas.wm
@@ -112,17 +113,14 @@ def test_a_case_regrown_on_the_atlas_grid_matches_the_3mm_simulation_and_the_pip
     with pytest.raises(InputError, match="lmi_grow_atlas"):
         load_labels(tmp_path, "train", 0, 1)
     np.savez(labels_path(tmp_path, "train", 0), labels=labels[None])
-    with pytest.raises(InputError, match="no atlas-grid labels"):
-        load_labels(tmp_path, "train", 0, 1)
-    np.savez(labels_path(tmp_path, "train", 0), labels=labels[None], atlas_labels=on_atlas.labels[None])
     loaded = load_labels(tmp_path, "train", 0, 1)
-    assert loaded[0].shape == (1, *labels.shape) and np.array_equal(loaded[1][0], on_atlas.labels)
+    assert loaded.shape == (1, *labels.shape) and np.array_equal(loaded[0], labels)
     with pytest.raises(InputError, match="1 cases, the shard holds 2"):
         load_labels(tmp_path, "train", 0, 2)
 
 
 def test_random_warps_have_the_asked_amplitude_and_keep_labels_and_their_volume():
-    from TumorPersonalizationLib.lmi.label_warp import displacement_bank, random_displacement, warp_labels, \
+    from TumorPersonalizationLib.lmi.training.label_warp import displacement_bank, random_displacement, warp_labels, \
         warp_randomly
 
     rng = np.random.default_rng(0)
@@ -225,7 +223,7 @@ def test_the_seed_estimate_turns_with_the_lesion_and_its_tissue():
 def test_seed_fit_learns_shape_dependent_coefficients():
     """Offsets that mix the vectors with coefficients depending on a feature: the MLP learns what the best
     constant mix (its start) cannot."""
-    from TumorPersonalizationLib.lmi.shape_regressor import DEFAULT_SETTINGS, fit_seed
+    from TumorPersonalizationLib.lmi.training.train_regressors import fit_seed
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(900, 4))
@@ -262,51 +260,44 @@ def _ball_on(geometry, centre_ras, radius_core_mm, radius_lesion_mm):
     return (d <= radius_lesion_mm).astype(np.uint8) + (d <= radius_core_mm).astype(np.uint8)
 
 
-def test_descriptors_on_both_grids_and_a_seed_carried_from_the_atlas_grid():
-    """One ball-shaped lesion seen on a 3 mm and on a 1.5 mm grid of the same space: the features read on both
-    agree in mm and mL (within the coarse grid's voxel), the names say which grid a feature comes from, and a seed
-    regressor reading the 1.5 mm grid with a zero offset places the seed at the core's centre, carried to the 3 mm
-    grid's index."""
+def test_descriptors_by_name_and_a_seed_placed_from_the_core_centre():
+    """One ball-shaped lesion on a 3 mm grid: the regressors read the features and vectors they were trained on by
+    name (a subset, in their order; a name this version does not compute is refused), and a seed regressor with a
+    zero offset places the seed at the core's centre."""
     import torch
 
     from TumorPersonalizationLib.imaging.volume import Geometry
     from TumorPersonalizationLib.lmi import lesion_descriptors as ld
-    from TumorPersonalizationLib.lmi.pipeline import regress
+    from TumorPersonalizationLib.lmi.estimators import regress
     from TumorPersonalizationLib.lmi.seed_features import VECTOR_NAMES
     from TumorPersonalizationLib.lmi.shape_regressor import SeedRegressor, ShapeRegressor
 
-    coarse = Geometry((24,) * 3, (3.0,) * 3, (0.0, 0.0, 0.0))
-    fine = Geometry((48,) * 3, (1.5,) * 3, (-0.75, -0.75, -0.75))  # the same box: voxel centres nest
+    geometry = Geometry((24,) * 3, (3.0,) * 3, (0.0, 0.0, 0.0))
     centre = (35.0, 33.0, 37.5)
-    lesions = {}
-    for name, geometry in (("network", coarse), ("atlas", fine)):
-        labels = _ball_on(geometry, centre, 9.0, 21.0)
-        wm = np.full(labels.shape, 0.7)
-        lesions[name] = ld.GridLesion(labels, wm, 1.0 - wm, geometry.spacing_mm[0], geometry)
-    names = ld.feature_names(["network", "atlas"])
-    assert len(names) == 2 * len(FEATURE_NAMES) and names[len(FEATURE_NAMES)] == "atlas:" + FEATURE_NAMES[0]
-    values = dict(zip(names, ld.features(names, lesions["network"], lesions["atlas"])))
-    for feature, tolerance in (("rim_median_mm", 3.0), ("lesion_log_ml", 0.15), ("core_log_ml", 0.3)):
-        assert values["atlas:" + feature] == pytest.approx(values[feature], abs=tolerance)
+    labels = _ball_on(geometry, centre, 9.0, 21.0)
+    wm = np.full(labels.shape, 0.7)
+    lesion = ld.GridLesion(labels, wm, 1.0 - wm, geometry.spacing_mm[0], geometry)
+    every = dict(zip(FEATURE_NAMES, ld.features(FEATURE_NAMES, lesion)))
+    names = FEATURE_NAMES[5:0:-1]
+    assert np.array_equal(ld.features(names, lesion), [every[n] for n in names])
     # Voxel faces of a digitised ball add up to 6 pi r^2 (its projections on the three axes, twice): sphericity
     # 4 pi r^2 / 6 pi r^2 = 2/3 on any fine enough grid.
-    for prefix in ("", "atlas:"):
-        assert values[prefix + "lesion_sphericity"] == pytest.approx(2.0 / 3.0, abs=0.03)
-    with pytest.raises(InputError, match="atlas grid"):
-        ld.features(names, lesions["network"])
+    assert every["lesion_sphericity"] == pytest.approx(2.0 / 3.0, abs=0.03)
     with pytest.raises(InputError, match="not computed"):
-        ld.grids_of(["atlas:no such feature"], FEATURE_NAMES, "shape features")
+        ld.features(["atlas:core_log_ml"], lesion)
+    assert ld.vectors(VECTOR_NAMES[:3], lesion).shape == (3, 3)
 
     torch.manual_seed(0)
-    shape_model = ShapeRegressor(len(names))
-    shape_model.feature_names = names
+    shape_model = ShapeRegressor(len(FEATURE_NAMES))
+    shape_model.feature_names = FEATURE_NAMES
     seed_model = SeedRegressor(len(names), len(VECTOR_NAMES))
-    seed_model.feature_names, seed_model.vector_names = names, ld.vector_names("atlas")
+    seed_model.feature_names, seed_model.vector_names = names, VECTOR_NAMES
     with torch.no_grad():
         seed_model.coefficients[-1].weight.zero_()
         seed_model.coefficients[-1].bias.zero_()
-    estimate = regress(shape_model, seed_model, lesions["network"], lesions["atlas"])
+    estimate = regress(shape_model, seed_model, lesion)
     assert np.all(np.isfinite(estimate[:2])) and np.all(estimate[:2] > 0)
-    assert np.allclose(estimate[2:5], coarse.ras_to_index(centre), atol=0.05)
-    only_seed = regress(None, seed_model, lesions["network"], lesions["atlas"])
+    assert np.allclose(estimate[2:5], lesion.core_centre())
+    assert np.allclose(estimate[2:5], geometry.ras_to_index(centre), atol=0.1)  # the digitised core's centroid
+    only_seed = regress(None, seed_model, lesion)
     assert np.all(np.isnan(only_seed[:2])) and np.allclose(only_seed[2:5], estimate[2:5])

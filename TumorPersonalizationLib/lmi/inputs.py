@@ -7,28 +7,17 @@ the whole 64^3 grid. Because a crop no longer tells where it lies, the input car
     channel 0     0.666 T1Gd + 0.333 FLAIR (the thesis' input)
     channels 1-2  atlas WM and GM probabilities (the anatomy the tumor grew in)
     channels 3-5  the voxel's position on the network grid, i, j, k scaled to [-1, 1]
-    channels 6-8  only with ``"relative_positions": true`` in the config's ``input``: the voxel's offset from the
-                  enhancing core's centre (sub-voxel exact), in units of half the crop
 
 Voxels of the crop outside the grid are 0 in channels 0-2. The seed is predicted as an offset from the enhancing
-core's centre (``dataset.relative_targets``). Channels 6-8 let the convolutions and the global average pooling
-form moments of the lesion and the tissue about that centre (the pooled mean of "FLAIR times offset" is the
-FLAIR's centroid), which the seed offset depends on; from channels 3-5 they would have to subtract a centre that
-varies from crop to crop.
+core's centre (:func:`.labels.relative_targets`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .dataset import labels_to_input, lesion_centres
+from .labels import labels_to_input, lesion_centres
 
 N_CHANNELS = 6
-N_RELATIVE_CHANNELS = 3
-
-
-def input_channels(config: dict) -> int:
-    """Number of input channels the config's network takes."""
-    return N_CHANNELS + (N_RELATIVE_CHANNELS if config["input"].get("relative_positions", False) else 0)
 
 
 def crop_origins(centres: np.ndarray, crop_size: int) -> np.ndarray:
@@ -56,16 +45,11 @@ def crop_labels(labels: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndar
     return crops, origins, centres
 
 
-def assemble(label_crops: np.ndarray, origins: np.ndarray, tissue_wm_gm: np.ndarray,
-             centres: np.ndarray | None = None) -> np.ndarray:
-    """Network input (n, C, s, s, s) float32 from label crops, their origins and (2, ni, nj, nk) WM/GM maps.
-
-    C = 6, or 9 when the lesion ``centres`` ((n, 3) voxel indices) are given: channels 6-8 (module docstring).
-    """
+def assemble(label_crops: np.ndarray, origins: np.ndarray, tissue_wm_gm: np.ndarray) -> np.ndarray:
+    """Network input (n, 6, s, s, s) float32 from label crops, their origins and (2, ni, nj, nk) WM/GM maps."""
     n, size = len(label_crops), label_crops.shape[-1]
     grid_shape = np.asarray(tissue_wm_gm.shape[1:])
-    channels = N_CHANNELS + (N_RELATIVE_CHANNELS if centres is not None else 0)
-    out = np.empty((n, channels) + (size,) * 3, dtype=np.float32)
+    out = np.empty((n, N_CHANNELS) + (size,) * 3, dtype=np.float32)
     out[:, 0] = labels_to_input(label_crops)
     steps = np.arange(size)
     for b, origin in enumerate(np.asarray(origins)):
@@ -75,14 +59,4 @@ def assemble(label_crops: np.ndarray, origins: np.ndarray, tissue_wm_gm: np.ndar
             view[axis] = size
             position = 2.0 * (origin[axis] + steps) / (grid_shape[axis] - 1) - 1.0
             out[b, 3 + axis] = position.reshape(view)
-            if centres is not None:
-                offset = (origin[axis] + steps - centres[b][axis]) / (size / 2)
-                out[b, N_CHANNELS + axis] = offset.reshape(view)
     return out
-
-
-def network_input(config: dict, label_crops: np.ndarray, origins: np.ndarray, centres: np.ndarray,
-                  tissue_wm_gm: np.ndarray) -> np.ndarray:
-    """:func:`assemble` with the channels the config's network takes (:func:`input_channels`)."""
-    relative = config["input"].get("relative_positions", False)
-    return assemble(label_crops, origins, tissue_wm_gm, centres if relative else None)

@@ -7,35 +7,35 @@ undetermined: a diffuse tumor seen at close levels and a steep one at distant le
 Search space: log(mu1 mu2), which sets the lesion's size (the front lies near 2 mu1 mu2 mm from the seed),
 log(mu1 / mu2), which sets how diffuse its edge is (sqrt(Dw / rho)), and the seed position (network-grid voxels).
 Along these axes the objective is closer to separable than along log mu1, log mu2, so the simplex needs fewer
-steps. :func:`refine` searches on the grid of the masks it is given; :func:`refine_coarse_to_fine` first on the
+steps. :func:`search` searches on the grid of the masks it is given; :func:`refine_coarse_to_fine` first on the
 3 mm network grid (~20-40 ms per simulation), then on the atlas' 1.5 mm grid (~0.05-0.8 s), and last polishes
 there with a sharper objective (:data:`SHARP`).
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
 from scipy.optimize import minimize
 
 from ..errors import InputError
-from ..imaging.volume import Geometry, bounding_box
-from ..models.fisher_kolmogorov import Domain, nearest_voxel
+from ..imaging.volume import bounding_box
+from ..models.fisher_kolmogorov import Domain
+from .grids import FitGrid
 from .parameters import simulate_time_independent
 
 DEFAULT_EVALUATIONS = 300
 """Simulations allowed by default on the coarse (network) grid; the search stops after ~110-130 on average
-(docs/lmi_notes.md, bench/lmi.py)."""
+(docs/methods/lmi.md, bench/lmi.py)."""
 
 FINE_EVALUATIONS = 120
 """Simulations allowed by default on the fine (atlas) grid, after the coarse search: ~0.05-0.8 s each at 1.5 mm.
 On 40 validation cases 60 of them raised Dice at c = 0.01 / 0.1 / 0.8 (scored at 1.5 mm) from 0.919 / 0.911 /
-0.794 (coarse search alone) to 0.952 / 0.949 / 0.868. From the seed regressor's closer start (session 16, first 50
-test cases) 120 instead of 60 took the refined Dice from 0.961 / 0.960 / 0.810 to 0.970 / 0.962 / 0.827 and the
-objective from 0.0475 to 0.0464, at 33 instead of 20 s per case on one core (docs/lmi_notes.md)."""
+0.794 (coarse search alone) to 0.952 / 0.949 / 0.868. From the seed regressor's closer start (first 50 test cases)
+120 instead of 60 took the refined Dice from 0.961 / 0.960 / 0.810 to 0.970 / 0.962 / 0.827 and the objective from
+0.0475 to 0.0464, at 33 instead of 20 s per case on one core (docs/methods/lmi.md)."""
 
 POLISH_EVALUATIONS = 60
 """Simulations allowed by default for the last, sharp stage on the fine grid (:data:`SHARP`; ~0.1-1 s each)."""
@@ -73,7 +73,7 @@ steps blur what tells them apart); with this one the truth fits better than that
 simulations from the fine optimum with it (40 validation cases): Dice at c = 0.01 / 0.1 / 0.8 +0.016 +- 0.003 /
 +0.014 +- 0.004 / +0.015 +- 0.017 and MAE lower by 15-25 %; on all 600 test cases, paired, +0.020 +- 0.001 /
 +0.015 +- 0.001 / +0.033 +- 0.007 (to 0.971 / 0.965 / 0.868), refined mu1 error (median) 4.7 -> 2.2 %
-(docs/lmi_notes.md, "The polish"). Too sharp to start the search with: the simplex stalls on its steps far from the
+(docs/methods/lmi.md, "The polish"). Too sharp to start the search with: the simplex stalls on its steps far from the
 optimum."""
 
 DICE_LIKELIHOOD_SCALE = 100.0
@@ -198,12 +198,70 @@ def _mu(x: np.ndarray) -> tuple[float, float]:
     return float(np.exp(0.5 * (x[0] + x[1]))), float(np.exp(0.5 * (x[0] - x[1])))
 
 
-def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, mu2: float, seed_index, *,
+@dataclass(frozen=True)
+class Search:
+    """The result of one Nelder-Mead search (:func:`search`): the best point, the fits at the start and there, the
+    simulations spent and the seconds taken."""
+
+    mu1: float
+    mu2: float
+    seed_index: tuple
+    start: Fit
+    end: Fit
+    evaluations: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        """JSON-ready, for reports: mu1, mu2, seed_index (list), start and end (Fit as dict), evaluations,
+        seconds."""
+        return {"mu1": self.mu1, "mu2": self.mu2, "seed_index": list(self.seed_index), "start": asdict(self.start),
+                "end": asdict(self.end), "evaluations": self.evaluations, "seconds": self.seconds}
+
+
+class _Objective:
+    """The search's cost of a point (log(mu1 mu2), log(mu1 / mu2), seed): simulate, :func:`mask_fit` the masks.
+    Remembers every fit by point and counts the simulations; points outside the box or the brain cost 2 (worse
+    than any fit, whose objective is <= 1) without a simulation."""
+
+    def __init__(self, domain: Domain, t1gd, flair, mu_bounds, likelihood_scale: float, objective: MaskObjective,
+                 nearest, parallel: bool, progress, max_evaluations: int):
+        self.domain, self.t1gd, self.flair, self.mu_bounds = domain, t1gd, flair, mu_bounds
+        self.likelihood_scale, self.objective, self.parallel = likelihood_scale, objective, parallel
+        self.nearest = nearest_inside(domain.inside) if nearest is None else nearest  # once, not per evaluation
+        self.progress, self.max_evaluations = progress, max_evaluations
+        self.evaluations, self.fits = 0, {}
+
+    def fit_at(self, x) -> Fit | None:
+        return self.fits.get(tuple(np.round(x, 12)))
+
+    def __call__(self, x) -> float:
+        key = tuple(np.round(x, 12))
+        if key in self.fits:  # scipy evaluates the first vertex of the initial simplex again
+            return self.fits[key].objective
+        mu1, mu2 = _mu(x)
+        (mu1_low, mu1_high), (mu2_low, mu2_high) = self.mu_bounds
+        if not (mu1_low <= mu1 <= mu1_high and mu2_low <= mu2 <= mu2_high):
+            return 2.0  # outside the trained range
+        try:
+            self.domain.check_seed(x[2:])
+        except InputError:
+            return 2.0  # outside the brain
+        self.evaluations += 1
+        if self.progress is not None:
+            self.progress(min(self.evaluations / self.max_evaluations, 1.0))
+        density = simulate_time_independent(self.domain, mu1, mu2, x[2:], parallel=self.parallel)
+        fit = mask_fit(density, self.t1gd, self.flair, self.domain.inside, self.likelihood_scale, self.nearest,
+                       self.objective)
+        self.fits[key] = fit
+        return fit.objective
+
+
+def search(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, mu2: float, seed_index, *,
            max_evaluations: int = DEFAULT_EVALUATIONS, mu_bounds=((0.5, 40.0), (0.2, 10.0)),
            likelihood_scale: float = DICE_LIKELIHOOD_SCALE, objective: MaskObjective = SMOOTH,
            simplex_steps: np.ndarray = SIMPLEX_STEPS, nearest: np.ndarray | None = None, parallel: bool = True,
-           progress=None) -> dict:
-    """Nelder-Mead over (log(mu1 mu2), log(mu1 / mu2), seed) from the network's estimate.
+           progress=None) -> Search:
+    """Nelder-Mead over (log(mu1 mu2), log(mu1 / mu2), seed) from a starting point, on one grid.
 
     Parameters
     ----------
@@ -228,106 +286,79 @@ def refine(domain: Domain, t1gd: np.ndarray, flair: np.ndarray, mu1_mm: float, m
         Let each simulation use every core (False in worker processes that run side by side).
     progress : callable(fraction) or None
         Called after each simulation; may raise Cancelled.
-
-    Returns
-    -------
-    dict
-        ``mu1``, ``mu2``, ``seed_index`` (list of 3), ``start`` and ``end`` (Fit as dict), ``evaluations``,
-        ``seconds``.
     """
     t1gd, flair = np.asarray(t1gd, bool), np.asarray(flair, bool) | np.asarray(t1gd, bool)
     if not t1gd.any():
         raise InputError("refinement: the T1Gd mask is empty on the grid of the search")
     start_time = time.perf_counter()
-    evaluations = [0]
-    fits = {}
-    if nearest is None:  # the domain is fixed: once, not per evaluation
-        nearest = nearest_inside(domain.inside)
-
-    def cost(x):
-        key = tuple(np.round(x, 12))
-        if key in fits:  # scipy evaluates the first vertex of the initial simplex again
-            return fits[key].objective
-        mu1, mu2 = _mu(x)
-        (mu1_low, mu1_high), (mu2_low, mu2_high) = mu_bounds
-        if not (mu1_low <= mu1 <= mu1_high and mu2_low <= mu2 <= mu2_high):
-            return 2.0  # outside the trained range: worse than any fit (objective <= 1)
-        try:
-            domain.check_seed(x[2:])
-        except InputError:
-            return 2.0  # outside the brain
-        evaluations[0] += 1
-        if progress is not None:
-            progress(min(evaluations[0] / max_evaluations, 1.0))
-        density = simulate_time_independent(domain, mu1, mu2, x[2:], parallel=parallel)
-        fit = mask_fit(density, t1gd, flair, domain.inside, likelihood_scale, nearest, objective)
-        fits[key] = fit
-        return fit.objective
-
+    cost = _Objective(domain, t1gd, flair, mu_bounds, likelihood_scale, objective, nearest, parallel, progress,
+                      max_evaluations)
     x0 = np.array([np.log(mu1_mm * mu2), np.log(mu1_mm / mu2), *np.asarray(seed_index, dtype=float)])
-    start_fit_value = cost(x0)
-    start_fit = fits.get(tuple(np.round(x0, 12)))
+    start_value = cost(x0)
+    start_fit = cost.fit_at(x0)
     if start_fit is None:
         raise InputError(f"refinement: the starting seed {np.round(seed_index, 1).tolist()} lies outside the brain")
     simplex = np.vstack([x0] + [x0 + np.eye(len(x0))[d] * simplex_steps[d] for d in range(len(x0))])
     result = minimize(cost, x0, method="Nelder-Mead",
                       options={"maxfev": max(max_evaluations - 1, 1), "initial_simplex": simplex,
                                "xatol": 0.05, "fatol": 1e-4})
-    x = result.x if result.fun <= start_fit_value else x0
-    end_fit = fits.get(tuple(np.round(x, 12)), start_fit)
+    x = result.x if result.fun <= start_value else x0
+    end_fit = cost.fit_at(x) or start_fit
     mu1, mu2 = _mu(x)
-    return {"mu1": float(mu1), "mu2": float(mu2), "seed_index": x[2:].tolist(),
-            "start": vars(start_fit), "end": vars(end_fit), "evaluations": evaluations[0],
-            "seconds": time.perf_counter() - start_time}
+    return Search(float(mu1), float(mu2), tuple(float(v) for v in x[2:]), start_fit, end_fit, cost.evaluations,
+                  time.perf_counter() - start_time)
 
 
-def nearest_domain_voxel(domain_mask: np.ndarray, index) -> np.ndarray:
-    """The seed itself if its voxel lies in the WM/GM domain, else the centre of the nearest domain voxel."""
-    nearest = nearest_voxel(index, domain_mask.shape)
-    if domain_mask[nearest]:
-        return np.asarray(index, dtype=float)
-    _, (i, j, k) = ndimage.distance_transform_edt(~domain_mask, return_indices=True)
-    return np.array([i[nearest], j[nearest], k[nearest]], dtype=float)
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare as one bool
-class FitGrid:
-    """One grid of the coarse-to-fine refinement: the solver domain, the observed masks on it, and its geometry
-    (to carry the seed from one grid to the other through RAS millimetres).
+@dataclass(frozen=True)
+class Refinement:
+    """The result of :func:`refine_coarse_to_fine`.
 
     Attributes
     ----------
-    domain : Domain
-    geometry : Geometry
-        Of the domain's arrays.
-    t1gd, flair : (ni, nj, nk) bool or None
-        Observed masks on that grid (None where only the grid is needed, e.g. to carry a seed).
-    point_from_atlas : callable or None
-        For a grid in the patient's space: maps an atlas point (RAS mm, (3,)) to the patient's
-        (``Registration.atlas_point_to_patient``); seeds coming from an atlas grid go through it. None: this grid
-        lies in the atlas' space.
+    mu1, mu2 : float
+        The refined parameters.
+    seed_index : tuple of 3 float
+        The refined seed on the grid it was fitted on, ``grid``: "fine" (the fine grid of the search) or "coarse"
+        (the fine stage skipped); ``seed_ras_mm`` the same point in that grid's space (RAS mm).
+    coarse, fine, polish : Search or None
+        Each stage's search (None: skipped).
+    evaluations, seconds
+        In all.
     """
 
-    domain: Domain
-    geometry: Geometry
-    t1gd: np.ndarray
-    flair: np.ndarray
-    point_from_atlas: Callable | None = None
+    mu1: float
+    mu2: float
+    seed_index: tuple
+    grid: str
+    seed_ras_mm: tuple
+    coarse: Search
+    fine: Search | None
+    polish: Search | None
+    evaluations: int
+    seconds: float
 
-    def seed_from(self, other: "FitGrid", seed_index) -> np.ndarray:
-        """A continuous index of ``other``'s grid (in the atlas' space, or in this grid's own) -> this grid's index
-        of the same point, moved into the domain."""
-        point = other.geometry.index_to_ras(seed_index)
-        if self.point_from_atlas is not None and other.point_from_atlas is None:
-            point = self.point_from_atlas(point)
-        return nearest_domain_voxel(self.domain.inside, self.geometry.ras_to_index(point))
+    def as_dict(self) -> dict:
+        """JSON-ready, for reports (the stages as :meth:`Search.as_dict`, None where skipped)."""
+        stages = {name: None if stage is None else stage.as_dict()
+                  for name, stage in (("coarse", self.coarse), ("fine", self.fine), ("polish", self.polish))}
+        return {"mu1": self.mu1, "mu2": self.mu2, "seed_index": list(self.seed_index), "grid": self.grid,
+                "seed_ras_mm": list(self.seed_ras_mm), **stages, "evaluations": self.evaluations,
+                "seconds": self.seconds}
+
+
+def _stage_progress(progress, shares: list):
+    """Callbacks for consecutive stages that take ``shares`` of ``progress``'s [0, 1] (None without one)."""
+    offsets = np.concatenate([[0.0], np.cumsum(shares)])
+    if progress is None:
+        return [None] * len(shares)
+    return [lambda f, start=offsets[k], share=shares[k]: progress(start + share * f) for k in range(len(shares))]
 
 
 def refine_coarse_to_fine(coarse: FitGrid, fine: FitGrid | None, mu1_mm: float, mu2: float, seed_index, *,
                           evaluations: int = DEFAULT_EVALUATIONS, fine_evaluations: int = FINE_EVALUATIONS,
                           polish_evaluations: int = POLISH_EVALUATIONS, mu_bounds=((0.5, 40.0), (0.2, 10.0)),
-                          parallel: bool = True, progress=None) -> dict:
-    """:func:`refine` on the coarse grid from the network's estimate, then again on the fine grid from there, then
+                          parallel: bool = True, progress=None) -> Refinement:
+    """:func:`search` on the coarse grid from the network's estimate, then again on the fine grid from there, then
     a polish on the fine grid with the sharper objective (:data:`SHARP`).
 
     Why two grids: on the 3 mm network grid the FLAIR rim around the T1Gd lesion is 1-3 voxels wide, so several
@@ -348,50 +379,27 @@ def refine_coarse_to_fine(coarse: FitGrid, fine: FitGrid | None, mu1_mm: float, 
         Start, continuous index on the coarse grid.
     evaluations, fine_evaluations, polish_evaluations : int
         Simulations allowed on each grid and for the polish (0: skip it).
-    mu_bounds, parallel : as in :func:`refine`.
+    mu_bounds, parallel : as in :func:`search`.
     progress : callable(fraction) or None
         Over all stages (the coarse one counts for a fifth, the polish for a quarter).
-
-    Returns
-    -------
-    dict
-        ``mu1``, ``mu2``, ``seed_ras_mm`` (list of 3), ``grid`` ("fine" or "coarse": where the result was fitted)
-        and ``seed_index`` on that grid, ``coarse``, ``fine`` and ``polish`` (:func:`refine`'s dicts; None when
-        skipped), ``evaluations`` and ``seconds`` in all.
     """
     use_fine = fine is not None and fine_evaluations > 0
     use_polish = use_fine and polish_evaluations > 0
-    shares = [0.2, 0.55, 0.25] if use_polish else [0.2, 0.8] if use_fine else [1.0]
-    offsets = np.concatenate([[0.0], np.cumsum(shares)])
-
-    def report(stage):
-        if progress is None:
-            return None
-        return lambda f: progress(offsets[stage] + shares[stage] * f)
-
-    first = refine(coarse.domain, coarse.t1gd, coarse.flair, mu1_mm, mu2, seed_index, max_evaluations=evaluations,
-                   mu_bounds=mu_bounds, parallel=parallel, progress=report(0))
-    result = {"mu1": first["mu1"], "mu2": first["mu2"], "seed_index": first["seed_index"], "grid": "coarse",
-              "seed_ras_mm": coarse.geometry.index_to_ras(first["seed_index"]).tolist(),
-              "coarse": first, "fine": None, "polish": None}
-    stages = [first]
+    reports = _stage_progress(progress, [0.2, 0.55, 0.25] if use_polish else [0.2, 0.8] if use_fine else [1.0])
+    first = search(coarse.domain, coarse.t1gd, coarse.flair, mu1_mm, mu2, seed_index, max_evaluations=evaluations,
+                   mu_bounds=mu_bounds, parallel=parallel, progress=reports[0])
+    second = third = None
     if use_fine:
         nearest = nearest_inside(fine.domain.inside)  # for both stages on the fine grid
-        stages.append(refine(fine.domain, fine.t1gd, fine.flair, first["mu1"], first["mu2"],
-                             fine.seed_from(coarse, first["seed_index"]), max_evaluations=fine_evaluations,
-                             mu_bounds=mu_bounds, nearest=nearest, parallel=parallel, progress=report(1)))
-        result["fine"] = stages[-1]
+        second = search(fine.domain, fine.t1gd, fine.flair, first.mu1, first.mu2,
+                        fine.seed_from(coarse, first.seed_index), max_evaluations=fine_evaluations,
+                        mu_bounds=mu_bounds, nearest=nearest, parallel=parallel, progress=reports[1])
     if use_polish:
-        second = stages[-1]
-        stages.append(refine(fine.domain, fine.t1gd, fine.flair, second["mu1"], second["mu2"], second["seed_index"],
-                             max_evaluations=polish_evaluations, mu_bounds=mu_bounds, objective=SHARP,
-                             simplex_steps=POLISH_SIMPLEX_STEPS, nearest=nearest, parallel=parallel,
-                             progress=report(2)))
-        result["polish"] = stages[-1]
-    last = stages[-1]
-    if use_fine:
-        result.update(mu1=last["mu1"], mu2=last["mu2"], seed_index=last["seed_index"], grid="fine",
-                      seed_ras_mm=fine.geometry.index_to_ras(last["seed_index"]).tolist())
-    result.update(evaluations=sum(stage["evaluations"] for stage in stages),
-                  seconds=sum(stage["seconds"] for stage in stages))
-    return result
+        third = search(fine.domain, fine.t1gd, fine.flair, second.mu1, second.mu2, second.seed_index,
+                       max_evaluations=polish_evaluations, mu_bounds=mu_bounds, objective=SHARP,
+                       simplex_steps=POLISH_SIMPLEX_STEPS, nearest=nearest, parallel=parallel, progress=reports[2])
+    stages = [s for s in (first, second, third) if s is not None]
+    last, grid = stages[-1], fine if use_fine else coarse
+    return Refinement(last.mu1, last.mu2, last.seed_index, "fine" if use_fine else "coarse",
+                      tuple(grid.geometry.index_to_ras(last.seed_index).tolist()), first, second, third,
+                      sum(s.evaluations for s in stages), sum(s.seconds for s in stages))

@@ -5,9 +5,9 @@ further on the white-matter side and the seed sits off the core's centre, away f
 the domain (ventricles, skull) push density back and shift the core the other way. The inverse ResNet learns this
 through global pooling, which is nearly blind to position, and places the seed 3.2 mm off (validation set, median);
 the core's centroid alone is 5.0 mm off. A combination of the vectors below, with coefficients that depend on the
-lesion's shape descriptors (:mod:`.seed_regressor`), places it about 2 mm off (docs/lmi_notes.md, "Seed regressor").
+lesion's shape descriptors (:mod:`.shape_regressor`), places it about 2 mm off (docs/methods/lmi.md, "Seed regressor").
 
-Every vector is a weighted centroid minus the core's centroid (:func:`.dataset.lesion_centres`, the centre the
+Every vector is a weighted centroid minus the core's centroid (:func:`.labels.lesion_centres`, the centre the
 network's crop and targets use), in mm, in the order of :data:`VECTOR_NAMES`; a centroid with no weight is the
 core's centroid (a zero vector). "lesion" is the FLAIR mask, which contains the T1Gd "core"; depth is the Euclidean
 distance to the mask's outside:

@@ -1,14 +1,14 @@
 """Hand-made descriptors of a lesion's shape in the atlas, from which :mod:`.shape_regressor` predicts mu1 and mu2.
 
 Why: the inverse ResNet, trained on 2 CPU cores, reads mu1 and mu2 no better than a least-squares fit on the two
-masks' volumes and tissue fractions (docs/lmi_notes.md), while a simulation-based fit to the same 3 mm masks gets them
+masks' volumes and tissue fractions (docs/methods/lmi.md), while a simulation-based fit to the same 3 mm masks gets them
 twice as well: the masks' shape holds the information, the small network does not extract it. These numbers extract
 part of it directly. How diffuse a tumor is (mu1 / mu2 = sqrt(Dw / rho)) shows in how its outline follows the anatomy:
 a steep front creeps along white-matter tracts and is wrinkled and elongated, a diffuse one smooths over them and is
 rounder; and in how thick the FLAIR rim around the enhancing core is, and where. On 4,000 training cases a quadratic
 least-squares fit on these numbers took the validation set's median |log error| of mu1 from 0.208 (the six volume and
 tissue numbers alone) to 0.130; sphericity gave most of it, the rim distances and elongation the rest
-(docs/lmi_notes.md).
+(docs/methods/lmi.md).
 
 Every feature of one case, in the order of :data:`FEATURE_NAMES` (distances in mm, volumes in mL; "lesion" is the
 FLAIR mask, which contains the T1Gd "core"; the boundary is the lesion's voxels with a face-neighbour outside it):
@@ -77,7 +77,7 @@ def case_features(labels: np.ndarray, wm: np.ndarray, gm: np.ndarray, spacing_mm
     Parameters
     ----------
     labels : (ni, nj, nk) uint8
-        0 outside, 1 FLAIR only, 2 T1Gd (``dataset.encode_labels``), on a grid of isotropic ``spacing_mm``.
+        0 outside, 1 FLAIR only, 2 T1Gd (:func:`.labels.encode_labels`), on a grid of isotropic ``spacing_mm``.
     wm, gm : (ni, nj, nk) float
         Atlas tissue probabilities on the same grid.
     spacing_mm : float

@@ -77,18 +77,51 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     cancel : threading.Event or None
         Set it to stop at the next progress report (raises Cancelled).
     """
-    from ..lmi.pipeline import personalize_lmi
+    from ..lmi import stages
+    from ..lmi.estimators import choose_mu_source
+    from ..lmi.models import load_models
+    from ..lmi.report import lmi_report
     from ..personalization import Personalization, Progress
+    from ..personalization.result import IDENTIFIABILITY_NOTE, SEED_NOTE
+    from ..stage_timer import StageTimer
 
-    density, parameters, report, tissue = personalize_lmi(
-        case.t1, case.t1gd, case.flair, names=(case.name("t1"), case.name("t1gd"), case.name("flair")),
-        refine_fit=settings.refine, refine_evaluations=settings.refine_evaluations,
-        refine_fine_evaluations=settings.refine_fine_evaluations,
-        refine_polish_evaluations=settings.refine_polish_evaluations,
-        skull_stripped={"auto": None, "yes": True, "no": False}[settings.skull_stripped],
-        weights=settings.weights, mu_from=settings.mu_from, shape_weights=settings.shape_weights,
-        seed_from=settings.seed_from, seed_weights=settings.seed_weights, patient_tissue=case.tissue,
-        progress=Progress(progress, cancel))
+    progress = Progress(progress, cancel)
+    tissue, timer = case.tissue, StageTimer()
+    timer.start("registration")  # loading the models counts here: a missing file is found before registering
+    models = load_models(settings.weights, settings.shape_weights, settings.seed_weights,
+                         mu_from=choose_mu_source(settings.mu_from, tissue is not None, settings.refine),
+                         seed_from=settings.seed_from)
+    progress(0.0, "registering the T1 to the atlas")
+    registration = stages.register(
+        case.t1, case.flair, skull_stripped={"auto": None, "yes": True, "no": False}[settings.skull_stripped],
+        t1_name=case.name("t1"), progress=progress.part(0.0, 0.35))
+    timer.start("warp_to_atlas")
+    progress(0.35, "warping the segmentations to the atlas")
+    lesion = stages.warp_to_atlas(registration, case.t1gd, case.flair, models.config)
+    timer.start("network")
+    progress(0.4, "predicting the growth parameters")
+    estimate = stages.estimate(models, lesion.network)
+    timer.stop()
+    grids = stages.fit_grids(lesion, models.config, registration, tissue, case.t1gd, case.flair)
+    refinement = None
+    if settings.refine:
+        timer.start("refinement")
+        progress(0.45, "refining the fit")
+        refinement = stages.refine(estimate, grids, models.config, evaluations=settings.refine_evaluations,
+                                   fine_evaluations=settings.refine_fine_evaluations,
+                                   polish_evaluations=settings.refine_polish_evaluations,
+                                   progress=progress.part(0.45, 0.8, "refining the fit"))
+    timer.start("simulation")
+    progress(0.8, "simulating in the patient's tissue" if tissue is not None else "simulating in the atlas")
+    simulated = stages.simulate(grids, estimate, refinement, progress=progress.part(0.8, 0.9, "simulating"))
+    progress(0.9, "taking the density to the patient's grid")
+    if tissue is None:
+        timer.start("warp_to_patient")
+    on_patient = stages.warp_back(simulated, grids, registration, case.t1, tissue)
+    timer.stop()
+    progress(1.0, "done")
+    parameters, report = lmi_report(models, registration, estimate, refinement, grids, simulated, on_patient,
+                                    timer.seconds, general_notes=(IDENTIFIABILITY_NOTE, SEED_NOTE))
     report["settings"] = settings.as_dict()
-    return Personalization.create(NAME, case, tissue, density, parameters, report, margin_mm=settings.margin_mm,
-                                  timings=report["timings_s"])
+    return Personalization.create(NAME, case, on_patient.tissue, on_patient.density, parameters, report,
+                                  margin_mm=settings.margin_mm, timings=report["timings_s"])

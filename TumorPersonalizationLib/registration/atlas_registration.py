@@ -257,8 +257,45 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
             progress(fraction, f"registration: {name}")
         timer.start(name)
 
-    # -- working grids ----------------------------------------------------------------------------------------
     stage("resampling", 0.0)
+    work = _working_images(patient_t1, patient_array, tumor, atlas, skull_stripped, settings)
+    stage("affine", 0.05)
+    moving_mask = None if work.tumor is None else sitk.Cast(1 - work.tumor, sitk.sitkUInt8)
+    affine, report["affine_mattes_mi"] = stages.affine_stage(
+        work.fixed, work.moving, moving_mask=moving_mask, level_spacings_mm=settings.affine_levels_mm,
+        iterations=settings.affine_iterations, sampling_fraction=settings.affine_sampling_fraction,
+        seed=settings.random_seed)
+    stage("deformable", 0.3)
+    field = _deformable(work, affine, settings, report)
+    stage("inverse", 0.85)
+    inverse_field = stages.invert_field(field, settings.inverse_iterations)
+    report["inverse_residual_mm"] = stages.inverse_consistency_mm(field, inverse_field, work.brain)
+    report["jacobian_determinant_in_brain"] = stages.jacobian_determinant_stats(field, work.brain)
+    timer.stop()
+    if progress is not None:
+        progress(1.0, "registration: done")
+    report["seconds"]["total"] = float(sum(report["seconds"].values()))
+    return Registration(work.atlas_t1.geometry, patient_t1.geometry, affine, field, inverse_field, report)
+
+
+@dataclass(frozen=True)
+class _Working:
+    """The images the stages register, on the working grids (``working_spacing_mm``): the atlas T1 chosen
+    (stripped or whole head) and its resampled image ``fixed`` with the brain mask (image and bool array), the
+    patient's ``moving`` image and the dilated tumor mask on its grid (None without one)."""
+
+    skull_stripped: bool
+    atlas_t1: Volume
+    atlas_grid: sitk.Image
+    fixed: sitk.Image
+    brain_image: sitk.Image
+    brain: np.ndarray
+    moving: sitk.Image
+    tumor: sitk.Image | None
+
+
+def _working_images(patient_t1: Volume, patient_array: np.ndarray, tumor: np.ndarray | None, atlas,
+                    skull_stripped: bool, settings: RegistrationSettings) -> _Working:
     atlas_t1 = atlas.t1_stripped if skull_stripped else atlas.t1
     atlas_image = to_sitk(atlas_t1.like(atlas_t1.array.astype(np.float32)))
     atlas_grid = stages.grid_like(atlas_image, settings.working_spacing_mm)
@@ -269,39 +306,34 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
     patient_grid = stages.grid_like(patient_image, settings.working_spacing_mm)
     moving = stages.smooth_resample(patient_image, patient_grid)
     tumor_work = None if tumor is None else _dilated_tumor(patient_t1.like(tumor), patient_grid, settings)
+    return _Working(skull_stripped, atlas_t1, atlas_grid, fixed, brain_image, brain, moving, tumor_work)
 
-    # -- affine ---------------------------------------------------------------------------------------------------
-    stage("affine", 0.05)
-    moving_mask = None if tumor_work is None else sitk.Cast(1 - tumor_work, sitk.sitkUInt8)
-    affine, mi = stages.affine_stage(
-        fixed, moving, moving_mask=moving_mask, level_spacings_mm=settings.affine_levels_mm,
-        iterations=settings.affine_iterations, sampling_fraction=settings.affine_sampling_fraction,
-        seed=settings.random_seed)
-    report["affine_mattes_mi"] = mi
 
-    # -- deformable -----------------------------------------------------------------------------------------------
-    stage("deformable", 0.3)
-    aligned = stages.smooth_resample(moving, atlas_grid, affine)
-    if not skull_stripped:
+def _deformable(work: _Working, affine: sitk.Transform, settings: RegistrationSettings, report: dict) -> sitk.Image:
+    """The demons displacement field on the atlas working grid, after the affine; the correlation checks of both
+    stages go into ``report`` (InputError below the settings' minimum)."""
+    fixed, atlas_grid = work.fixed, work.atlas_grid
+    aligned = stages.smooth_resample(work.moving, atlas_grid, affine)
+    if not work.skull_stripped:
         # The skull, scalp and neck helped the affine; from here on both heads are cut to the atlas brain. Left in,
         # their intensities (which vary most between scanners) set the histogram matching and pull demons off
         # the brain: Colin27's whole head to MNI gave WM / GM Dice 0.68 / 0.72 uncut and 0.80 / 0.75 cut, its
         # skull-stripped version 0.80 / 0.76. Keeping a 4 mm ring around the brain helped GM a little on Colin27
         # (0.77) but, with the non-brain tissue 2.5x brighter than the atlas's, cost 0.19 in WM Dice in the
         # known-deformation test (0.77 instead of 0.96; an 8 mm ring 0.64).
-        aligned = stages.restrict_to(aligned, brain_image)
-        fixed = stages.restrict_to(fixed, brain_image)
+        aligned = stages.restrict_to(aligned, work.brain_image)
+        fixed = stages.restrict_to(fixed, work.brain_image)
     aligned = stages.match_intensities(aligned, fixed)
     aligned_array = sitk.GetArrayFromImage(aligned)
     fixed_array = sitk.GetArrayFromImage(fixed)
-    excluded = np.zeros_like(brain)
-    if tumor_work is not None:
+    excluded = np.zeros_like(work.brain)
+    if work.tumor is not None:
         excluded = sitk.GetArrayFromImage(
-            sitk.Resample(tumor_work, atlas_grid, affine, sitk.sitkNearestNeighbor, 0)).astype(bool)
+            sitk.Resample(work.tumor, atlas_grid, affine, sitk.sitkNearestNeighbor, 0)).astype(bool)
     # Atlas intensities inside the tumor: zero difference, zero demons force (demons has no metric mask).
-    scored = brain & ~excluded
+    scored = work.brain & ~excluded
     report["correlation_in_brain"] = {"affine": stages.normalised_correlation(aligned_array, fixed_array, scored)}
-    _check_similarity(report, "affine", settings.min_affine_correlation, skull_stripped)
+    _check_similarity(report, "affine", settings.min_affine_correlation, work.skull_stripped)
     demons_moving = sitk.GetImageFromArray(np.where(excluded, fixed_array, aligned_array).astype(np.float32))
     demons_moving.CopyInformation(atlas_grid)
     field = stages.demons_stage(
@@ -312,18 +344,8 @@ def register_to_atlas(patient_t1: Volume, *, tumor_mask: Volume | None = None, s
                            0.0, sitk.sitkFloat32)
     report["correlation_in_brain"]["deformable"] = stages.normalised_correlation(
         sitk.GetArrayViewFromImage(warped), fixed_array, scored)
-    _check_similarity(report, "deformable", settings.min_correlation, skull_stripped)
-
-    # -- inverse --------------------------------------------------------------------------------------------------
-    stage("inverse", 0.85)
-    inverse_field = stages.invert_field(field, settings.inverse_iterations)
-    report["inverse_residual_mm"] = stages.inverse_consistency_mm(field, inverse_field, brain)
-    report["jacobian_determinant_in_brain"] = stages.jacobian_determinant_stats(field, brain)
-    timer.stop()
-    if progress is not None:
-        progress(1.0, "registration: done")
-    report["seconds"]["total"] = float(sum(report["seconds"].values()))
-    return Registration(atlas_t1.geometry, patient_t1.geometry, affine, field, inverse_field, report)
+    _check_similarity(report, "deformable", settings.min_correlation, work.skull_stripped)
+    return field
 
 
 def _check_similarity(report: dict, stage: str, minimum: float, skull_stripped: bool) -> None:

@@ -1,17 +1,17 @@
 """Random smooth deformations of label maps: a patient's lesion as it reaches the atlas after a registration.
 
 A tumor that grew in the patient's anatomy and was warped to the atlas does not follow the atlas' white matter
-exactly: the registration leaves a smooth residual misalignment of a few mm (``bench/lmi_anatomy.py``). Training
-cases grown in the atlas lack it, and estimators that read how the outline lies on the atlas' tissue
-(:mod:`.shape_features`) learn a precision that patients do not have. ``Scripts/lmi_train_shape.py`` adds copies
-of the training cases warped by :func:`random_displacement` (the config's ``shape_regressor.augment``).
+exactly: the registration leaves a smooth residual misalignment of a few mm (``bench/lmi_anatomy.py``). Cases grown
+in the atlas lack it; ``bench/lmi_warp.py`` warps the test cases by :func:`random_displacement` to measure how the
+estimators that read how the outline lies on the atlas' tissue (:mod:`..shape_features`) degrade. (Training the
+shape regressor on warped copies did not help across anatomies and did not ship: docs/methods/lmi.md.)
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
+from ...errors import InputError
 
 
 def random_displacement(shape, amplitude_mm: float, smoothness_mm: float, spacing_mm: float,

@@ -31,27 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..files import atomic_path
-from ..models.fisher_kolmogorov import Domain
-from .parameters import to_time_independent
+from ...errors import InputError
+from ...files import atomic_path
+from ...models.fisher_kolmogorov import Domain
+from ..labels import encode_labels
+from ..parameters import to_time_independent
 
 PARAMETER_NAMES = ("Dw", "rho", "T", "seed_i", "seed_j", "seed_k", "uc_T1Gd", "uc_FLAIR")
 SPLITS = ("train", "val", "test")
-T1GD_WEIGHT, FLAIR_WEIGHT = 0.666, 0.333
-"""The network input is 0.666 T1Gd + 0.333 FLAIR (thesis, chapter 7): 0, 0.333 (FLAIR only) or 0.999 (T1Gd)."""
-
-
-def encode_labels(t1gd, flair) -> np.ndarray:
-    """Binary masks -> uint8 labels (0 outside, 1 FLAIR only, 2 T1Gd); T1Gd counts as FLAIR too."""
-    t1gd = np.asarray(t1gd) > 0
-    return (t1gd | (np.asarray(flair) > 0)).astype(np.uint8) + t1gd.astype(np.uint8)
-
-
-def labels_to_input(labels) -> np.ndarray:
-    """uint8 labels (..., ni, nj, nk) -> float32 network input 0.666 T1Gd + 0.333 FLAIR, same shape."""
-    lookup = np.array([0.0, FLAIR_WEIGHT, T1GD_WEIGHT + FLAIR_WEIGHT], dtype=np.float32)
-    return lookup[np.asarray(labels, dtype=np.uint8)]
 
 
 def seed_candidates(wm: np.ndarray, gm: np.ndarray, min_wm_plus_gm: float) -> np.ndarray:
@@ -99,39 +86,6 @@ def targets_of(parameters: np.ndarray) -> np.ndarray:
     return np.column_stack([mu1, mu2, parameters[:, 3:6]]).astype(np.float32)
 
 
-def lesion_centres(labels: np.ndarray) -> np.ndarray:
-    """(n, ni, nj, nk) labels -> (n, 3) mean voxel index of the T1Gd voxels (of FLAIR where T1Gd is empty)."""
-    labels = np.asarray(labels)
-    grids = np.indices(labels.shape[1:], dtype=np.float64).reshape(3, -1)
-    centres = np.empty((len(labels), 3))
-    for n, case in enumerate(labels.reshape(len(labels), -1)):
-        core = case == 2
-        if not core.any():
-            core = case > 0
-        if not core.any():
-            raise InputError("a case has empty T1Gd and FLAIR masks: nothing to infer from")
-        centres[n] = grids[:, core].mean(axis=1)
-    return centres
-
-
-def relative_targets(targets: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Natural targets with the seed as an offset (voxels) from the lesion centre: what the network predicts.
-
-    The seed lies close to the enhancing core's centre; learning the offset is a much easier, translation-
-    invariant task than learning the absolute position through global pooling.
-    """
-    out = np.array(targets, dtype=np.float32, copy=True)
-    out[:, 2:5] -= centres
-    return out
-
-
-def absolute_targets(relative: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`relative_targets`."""
-    out = np.array(relative, dtype=np.float64, copy=True)
-    out[:, 2:5] += centres
-    return out
-
-
 def shard_rng(config: dict, split: str, index: int) -> np.random.Generator:
     if split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, got {split!r}")
@@ -167,11 +121,6 @@ def make_shard(wm: np.ndarray, gm: np.ndarray, spacing_mm, config: dict, split: 
 
 def shard_path(folder, split: str, index: int) -> Path:
     return Path(folder) / f"{split}_{index:05d}.npz"
-
-
-def refined_path(folder, split: str, index: int) -> Path:
-    """Where :mod:`~TumorPersonalizationLib.lmi.amortisation` stores a shard's refined targets."""
-    return Path(folder) / f"refined_{split}_{index:05d}.npz"
 
 
 def write_shard(shard: dict, path) -> Path:
@@ -231,9 +180,6 @@ def load_tissue(folder) -> np.ndarray:
         raise InputError(f"dataset tissue {path}: cannot read it ({error}); Scripts/lmi_make_dataset.py writes it")
 
 
-TARGET_KINDS = ("true", "refined")
-
-
 def shard_paths(folder, split: str, check_all: bool = True) -> list:
     """The shards of one split in index order; InputError when there are none or one is missing before the last
     (a gap would let a later shard stand in for a missing one). ``check_all=False`` leaves the gaps to the caller
@@ -253,16 +199,11 @@ def check_shard_index(folder, split: str, expected: int, path: Path) -> None:
                          "with Scripts/lmi_make_dataset.py)")
 
 
-def load_split(folder, split: str, limit: int | None = None, targets: str = "true") -> dict:
+def load_split(folder, split: str, limit: int | None = None) -> dict:
     """Concatenate the shards of one split (in index order): labels, targets, parameters, drawn (total).
 
-    ``targets="refined"`` takes the targets from the ``refined_*`` file beside each shard
-    (:mod:`~TumorPersonalizationLib.lmi.amortisation`, made by Scripts/lmi_refine_dataset.py) instead of the
-    true parameters. Raises InputError when there is no shard, a shard (or its refined file) cannot be read or
-    one is missing before the last.
+    Raises InputError when there is no shard, a shard cannot be read or one is missing before the last.
     """
-    if targets not in TARGET_KINDS:
-        raise InputError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
     parts = {"labels": [], "targets": [], "parameters": []}
     drawn, count = 0, 0
     for expected, path in enumerate(shard_paths(folder, split, check_all=False)):
@@ -275,25 +216,8 @@ def load_split(folder, split: str, limit: int | None = None, targets: str = "tru
                 count += len(shard["targets"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             raise InputError(f"dataset shard {path}: cannot read it ({error})") from error
-        if targets == "refined":
-            parts["targets"][-1] = _refined_targets(folder, split, expected, len(parts["targets"][-1]))
         if limit is not None and count >= limit:
             break
     out = {key: np.concatenate(value)[:limit] for key, value in parts.items()}
     out["drawn"] = drawn
     return out
-
-
-def _refined_targets(folder, split: str, index: int, count: int) -> np.ndarray:
-    path = refined_path(folder, split, index)
-    try:
-        with np.load(path) as refined:
-            values = refined["targets"]
-    except FileNotFoundError:
-        raise InputError(f"dataset {folder}: {path.name} is missing (the config trains on refined targets; make "
-                         "them with Scripts/lmi_refine_dataset.py)") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise InputError(f"refined targets {path}: cannot read them ({error})") from error
-    if values.shape != (count, 5):
-        raise InputError(f"refined targets {path}: shape {values.shape}, the shard has {count} cases")
-    return values

@@ -1,0 +1,99 @@
+"""The trained models Learn-Morph-Infer reads, loaded together: the inverse network and the shape and seed
+regressors (``Resources/LMI`` by default)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from .config import lmi_dir
+from .network import WEIGHTS_NAME, InverseNet, load_network
+from .shape_regressor import SEED_WEIGHTS_NAME
+from .shape_regressor import WEIGHTS_NAME as SHAPE_WEIGHTS_NAME
+from .shape_regressor import load_seed_regressor, load_shape_regressor
+
+
+def default_weights() -> Path:
+    return lmi_dir() / WEIGHTS_NAME
+
+
+def default_shape_weights() -> Path:
+    return lmi_dir() / SHAPE_WEIGHTS_NAME
+
+
+def default_seed_weights() -> Path:
+    return lmi_dir() / SEED_WEIGHTS_NAME
+
+
+@dataclass(frozen=True, eq=False)
+class Models:
+    """The models one personalization reads.
+
+    Attributes
+    ----------
+    network : InverseNet
+        In eval mode; ``config`` is the LMI config it was trained with (grid, target bounds, acceptance sizes).
+    shape, seed : MemberMean or None
+        The shape regressor (mu1, mu2) and the seed regressor; None where the estimate takes that part from the
+        network.
+    weights, shape_weights, seed_weights : Path or None
+        Where each was read from (None: not read).
+    notes : tuple of str
+        For the report (weights given but not read).
+    """
+
+    network: InverseNet
+    config: dict
+    shape: object | None
+    seed: object | None
+    weights: Path
+    shape_weights: Path | None
+    seed_weights: Path | None
+    notes: tuple = ()
+
+
+def _load_regressor(path, network_config: dict, load, what: str, takes: str):
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} weights {path} not found (train them with Scripts/lmi_train_shape.py, or take "
+                         f"{takes} from the network)")
+    model, config = load(path)
+    if config["grid"] != network_config["grid"]:
+        raise InputError(f"{what} weights {path}: trained on the grid {config['grid']}, the network on "
+                         f"{network_config['grid']}")
+    return model
+
+
+def load_shape_model(path, network_config: dict):
+    """The shape regressor at ``path``; InputError if it is missing or was trained for another network grid."""
+    return _load_regressor(path, network_config, load_shape_regressor, "shape regressor", "mu1, mu2")
+
+
+def load_seed_model(path, network_config: dict):
+    """The seed regressor at ``path``; InputError if it is missing or was trained for another network grid."""
+    return _load_regressor(path, network_config, load_seed_regressor, "seed regressor", "the seed")
+
+
+def load_models(weights=None, shape_weights=None, seed_weights=None, *, mu_from: str = "shape",
+                seed_from: str = "shape") -> Models:
+    """The inverse network (``weights``, default ``Resources/LMI/inverse_net.pt``) and, where ``mu_from`` /
+    ``seed_from`` is ``"shape"``, the shape / seed regressor (default the shipped ones). InputError names a file
+    that is missing, unreadable or made for another network grid."""
+    weights = Path(weights) if weights is not None else default_weights()
+    if not weights.is_file():
+        raise InputError(f"LMI weights {weights} not found (train them with Scripts/lmi_train.py)")
+    network, config = load_network(weights)
+    notes, shape, seed = [], None, None
+    if mu_from == "shape":
+        shape_weights = Path(shape_weights) if shape_weights is not None else default_shape_weights()
+        shape = load_shape_model(shape_weights, config)
+    elif shape_weights is not None:
+        notes.append(f"the shape regressor weights {shape_weights} were not read: mu1, mu2 came from the inverse "
+                     "network (mu_from 'auto' takes them there with the patient's tissue maps and no refinement)")
+        shape_weights = None
+    if seed_from == "shape":
+        seed_weights = Path(seed_weights) if seed_weights is not None else default_seed_weights()
+        seed = load_seed_model(seed_weights, config)
+    else:
+        seed_weights = None
+    return Models(network, config, shape, seed, weights, shape_weights, seed_weights, tuple(notes))
