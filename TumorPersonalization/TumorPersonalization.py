@@ -499,7 +499,7 @@ class TumorPersonalizationLogic(ScriptedLoadableModuleLogic):
 
     def _loadResults(self, job: PersonalizationJob):
         base = f"{job.inputs.t1Volume.GetName()} {job.method.label}"
-        result = _outputs.ResultNodes(notes=list(job.notes))
+        result = _outputs.ResultNodes(notes=list(job.notes) + [f"Warning: {w}" for w in job.cli.warnings])
         try:
             result.report = _outputs.readReport(job.outDir)
             _outputs.loadDensity(job.outDir, f"{base} density", result)

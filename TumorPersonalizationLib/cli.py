@@ -1,7 +1,8 @@
 """Command line: ``python -m TumorPersonalizationLib <command> ...``.
 
-Exit codes: 0 success, 2 bad input (one line on stderr naming the input), 130 interrupted. Outputs are written
-only after everything has been computed, each atomically, and never over an input file.
+Exit codes: 0 success, 2 bad input (one line on stderr naming the input), 3 results written but the fit is poor
+(``personalize``: the density does not explain the segmentations; warnings on stderr), 130 interrupted. Outputs
+are written only after everything has been computed, together, and never over an input file.
 """
 from __future__ import annotations
 
@@ -357,8 +358,16 @@ def _run_personalize(args) -> int:
         bar.close()
     report = result.write(args.out)
     print(json.dumps({"out": str(args.out), "parameters": _parameter_summary(report["parameters"]),
-                      "timings_s": report["timings_s"],
+                      "quality": report["quality"]["status"], "timings_s": report["timings_s"],
                       **({"forward_runs": report["forward_runs"]} if "forward_runs" in report else {})}, indent=2))
+    if report["quality"]["status"] != "ok":
+        from .personalization.quality import POOR_FIT_EXIT_CODE
+
+        for warning in report["quality"]["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: the result in {args.out} does not explain the segmentations; check the inputs (are T1Gd "
+              f"and FLAIR the right masks, on the right image?) before using it", file=sys.stderr)
+        return POOR_FIT_EXIT_CODE
     return 0
 
 

@@ -219,3 +219,44 @@ def test_outputs_appear_together_and_never_over_a_file(tmp_path, capsys):
     assert not (out / "ctv_probabilistic.nii.gz").exists() and (out / "notes.txt").read_text() == "the user's own file"
     assert (out / "density.nii.gz").is_file() and (out / "report.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_fit_quality_flags_a_density_that_does_not_explain_the_lesion():
+    from TumorPersonalizationLib.personalization.quality import assess
+
+    t1gd, flair = _lesion()
+    idx = np.indices(GEOMETRY.shape)
+    near = np.exp(-sum((idx[a] - c) ** 2 for a, c in enumerate((19.5, 21.5, 17.5))) / 20.0).astype(np.float32)
+    good = assess(Volume(near, GEOMETRY), Case.from_volumes(t1gd, flair).t1gd, flair.like(flair.array > 0))
+    assert good["status"] == "ok" and good["flair_dice"] > 0.7, good
+    far = np.roll(near, 14, axis=0)  # the same tumor 28 mm away
+    poor = assess(Volume(far, GEOMETRY), t1gd.like(t1gd.array > 0), flair.like(flair.array > 0))
+    assert poor["status"] == "poor fit" and poor["centre_distance_mm"] > 20.0
+    assert any("FLAIR lesion poorly" in w for w in poor["warnings"])
+
+
+def test_cli_writes_a_poor_fit_but_exits_3_with_a_warning(tmp_path, capsys, monkeypatch):
+    # A method whose density lies away from the lesion (as LMI's did on a deep midline lesion): the files are
+    # written, report.json says "poor fit", stderr warns, and the exit code is neither 0 nor an input error.
+    from TumorPersonalizationLib.personalization import Personalization
+    from TumorPersonalizationLib.personalization.quality import POOR_FIT_EXIT_CODE
+
+    wm, gm, csf = _tissue()
+    t1gd, flair = _lesion()
+    files = {n: str(write_volume(v, tmp_path / f"{n}.nii.gz")) for n, v in
+             (("t1gd", t1gd), ("flair", flair), ("wm", wm), ("gm", gm), ("csf", csf))}
+
+    def misplaced(case, method, settings=None, progress=None, cancel=None):
+        density = np.zeros(GEOMETRY.shape, np.float32)
+        density[2:8, 20:24, 16:20] = 0.9
+        return Personalization.create(method, case, case.tissue, case.t1gd.like(density), {},
+                                      {"parameters": {}, "timings_s": {}})
+
+    monkeypatch.setattr(methods, "personalize", misplaced)
+    argv = ["personalize", "--method", "tmcmc", "--t1gd", files["t1gd"], "--flair", files["flair"], "--wm",
+            files["wm"], "--gm", files["gm"], "--csf", files["csf"], "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == POOR_FIT_EXIT_CODE
+    err = capsys.readouterr().err
+    assert "warning: the density matches the FLAIR lesion poorly" in err and "does not explain" in err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["quality"]["status"] == "poor fit" and (tmp_path / "out" / "density.nii.gz").is_file()

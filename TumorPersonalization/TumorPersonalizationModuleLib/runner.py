@@ -21,8 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from TumorPersonalizationLib.personalization.quality import POOR_FIT_EXIT_CODE
+
 # Seconds to wait for a cancelled run to stop after SIGTERM before it is killed.
 CANCEL_GRACE_S = 5.0
+
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,13 @@ class CliJob:
 
     @property
     def succeeded(self) -> bool:
-        return self.returncode == 0 and not self.cancelled
+        """The run wrote its results (exit 0, or 3: written, but the fit is poor and a warning says so)."""
+        return self.returncode in (0, POOR_FIT_EXIT_CODE) and not self.cancelled
+
+    @property
+    def warnings(self) -> list:
+        """The CLI's ``warning: ...`` lines (e.g. a poor fit)."""
+        return [line[len("warning: "):] for line in self.stderrLines if line.startswith("warning: ")]
 
     @property
     def elapsedS(self) -> float:

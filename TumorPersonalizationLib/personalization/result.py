@@ -30,6 +30,7 @@ from ..imaging.tissue import TissueMaps
 from ..imaging.volume import Volume
 from ..inference.posterior import UNITS
 from .case import Case
+from .quality import assess
 
 OUTPUT_NAMES = ("density.nii.gz", "density_std.nii.gz", "density_map.nii.gz", "report.json", "overview.png",
                 "posterior.png", "plan.png", "ctv_standard.nii.gz", "ctv_model.nii.gz", "ctv_probabilistic.nii.gz",
@@ -45,7 +46,8 @@ SEED_NOTE = ("T counts days from a seed of c = 1 within 1.5 mm and a 3 mm cosine
 
 @dataclass
 class Personalization:
-    """A method's result on the patient's grid; make it with :meth:`create`, which also makes the plans.
+    """A method's result on the patient's grid; make it with :meth:`create`, which also makes the plans and checks
+    the fit (``report["quality"]``).
 
     Attributes
     ----------
@@ -107,7 +109,13 @@ class Personalization:
                                              "min_probability": radiotherapy.DEFAULT_MIN_PROBABILITY,
                                              "volume_ml": float(plan.array.sum() * plan.geometry.voxel_volume_ml)}
         result.report["plans"] = plans.report
+        result.report["quality"] = assess(density, case.t1gd, case.flair)
         return result
+
+    @property
+    def quality(self) -> dict:
+        """Whether the density explains the segmentations (:func:`.quality.assess`): status "ok" or "poor fit"."""
+        return self.report["quality"]
 
     def volumes(self) -> dict:
         """The result's volumes by output file name."""
