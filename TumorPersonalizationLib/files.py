@@ -34,3 +34,31 @@ def write_json(data, path) -> Path:
     with atomic_path(path, ".json") as tmp:
         Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
     return Path(path)
+
+
+def check_manifest(path, settings: dict, *, create: bool = False, missing: str | None = None) -> None:
+    """Refuse a dataset folder whose shards were made with other generation ``settings`` than the ones asked for.
+
+    ``path`` is the folder's manifest (a JSON file of the settings that made its shards). When it is absent: with
+    ``create`` it is written (a new dataset); else, with ``missing`` (what to do about it), an InputError, and
+    without, the folder is accepted as it is (datasets made before manifests existed).
+    """
+    from .errors import InputError
+
+    path = Path(path)
+    wanted = json.loads(json.dumps(settings))  # tuples -> lists, as the file holds them
+    if not path.exists():
+        if create:
+            with atomic_path(path, ".json") as tmp:
+                Path(tmp).write_text(json.dumps(wanted, indent=1, sort_keys=True))
+        elif missing is not None:
+            raise InputError(f"{path.parent} has no {path.name}: {missing}")
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"dataset manifest {path}: cannot read it ({error})") from error
+    differing = sorted(key for key in set(wanted) | set(recorded) if wanted.get(key) != recorded.get(key))
+    if differing:
+        raise InputError(f"dataset {path.parent} was made with other settings than this config ({', '.join(differing)} "
+                         "differ): use a new folder, or the config that made it")

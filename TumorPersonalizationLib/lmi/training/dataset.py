@@ -25,13 +25,13 @@ any number of processes, and a run that was interrupted resumes by making the sh
 """
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import InputError
+from ... import files
 from ...files import atomic_path
 from ...models.fisher_kolmogorov import Domain
 from ..labels import encode_labels
@@ -145,21 +145,7 @@ def check_manifest(folder, config: dict, create: bool = False) -> None:
     The folder's ``dataset.json`` records :func:`generation_settings`; with ``create`` it is written when absent
     (Scripts/lmi_make_dataset.py). A folder without one (made before it existed) is accepted as it is.
     """
-    path = Path(folder) / MANIFEST_NAME
-    wanted = json.loads(json.dumps(generation_settings(config)))  # tuples -> lists, as the file holds them
-    if not path.exists():
-        if create:
-            with atomic_path(path, ".json") as tmp:
-                Path(tmp).write_text(json.dumps(wanted, indent=1, sort_keys=True))
-        return
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"dataset manifest {path}: cannot read it ({error})") from error
-    differing = sorted(key for key in set(wanted) | set(recorded) if wanted.get(key) != recorded.get(key))
-    if differing:
-        raise InputError(f"dataset {folder} was made with other settings than this config ({', '.join(differing)} "
-                         "differ): use a new folder, or the config that made it")
+    files.check_manifest(Path(folder) / MANIFEST_NAME, generation_settings(config), create=create)
 
 
 def write_tissue(folder, wm: np.ndarray, gm: np.ndarray) -> Path:

@@ -31,7 +31,6 @@ made in any order by any number of processes, and an interrupted run resumes by 
 """
 from __future__ import annotations
 
-import json
 import time
 import zipfile
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import InputError
+from ... import files
 from ...files import atomic_path
 from ...lmi.training.dataset import seed_candidates
 from ...models.fisher_kolmogorov import Domain
@@ -236,23 +236,7 @@ def check_manifest(folder, config: dict, create: bool = False) -> None:
 
     ``dataset.json`` in the folder records :func:`generation_settings`; with ``create`` it is written when absent.
     """
-    path = Path(folder) / MANIFEST_NAME
-    wanted = json.loads(json.dumps(generation_settings(config)))
-    if not path.exists():
-        if not create:
-            raise InputError(f"{folder} has no {MANIFEST_NAME}: make the dataset with "
-                             "Scripts/surrogate_make_dataset.py")
-        with atomic_path(path, ".json") as tmp:
-            Path(tmp).write_text(json.dumps(wanted, indent=1, sort_keys=True))
-        return
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"dataset manifest {path}: cannot read it ({error})") from error
-    differing = sorted(key for key in set(wanted) | set(recorded) if wanted.get(key) != recorded.get(key))
-    if differing:
-        raise InputError(f"dataset {folder} was made with other settings than this config ({', '.join(differing)} "
-                         "differ): use a new folder, or the config that made it")
+    files.check_manifest(Path(folder) / MANIFEST_NAME, generation_settings(config), create=create, missing="make the dataset with Scripts/surrogate_make_dataset.py")
 
 
 def load_split(folder, split: str, limit: int | None = None) -> dict:
