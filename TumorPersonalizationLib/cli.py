@@ -333,14 +333,8 @@ def _case_from_args(args, method: str):
     from .personalization import Case
     from .personalization.case import INPUTS
 
-    module = methods.get(method)
     paths = {key: getattr(args, key) for key in INPUTS if getattr(args, key) is not None}
-    for key in paths:
-        if key not in module.REQUIRED_INPUTS + module.OPTIONAL_INPUTS:
-            raise InputError(f"--{key} is not used by --method {method}")
-    for key in module.REQUIRED_INPUTS:
-        if key not in paths:
-            raise InputError(f"--method {method} needs --{key} ({_INPUT_HELP[key]})")
+    methods.check_inputs(method, paths, as_flags=True)  # before any file is read
     return Case.from_files(**paths, names={key: f"--{key} {path}" for key, path in paths.items()})
 
 

@@ -260,3 +260,12 @@ def test_cli_writes_a_poor_fit_but_exits_3_with_a_warning(tmp_path, capsys, monk
     assert "warning: the density matches the FLAIR lesion poorly" in err and "does not explain" in err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["quality"]["status"] == "poor fit" and (tmp_path / "out" / "density.nii.gz").is_file()
+
+
+def test_python_callers_get_the_input_rules_of_the_command_line():
+    t1gd, flair = _lesion()
+    case = Case.from_volumes(t1gd, flair, pet=t1gd.like(t1gd.array.astype(np.float32)))
+    with pytest.raises(InputError, match="pet is not used by method lmi"):
+        methods.personalize(case, "lmi")
+    with pytest.raises(InputError, match="method lmi needs t1"):
+        methods.personalize(Case.from_volumes(t1gd, flair), "lmi")

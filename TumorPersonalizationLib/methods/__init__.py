@@ -67,17 +67,19 @@ def make_settings(name: str, settings=None, **values):
     return cls.from_mapping({**base, **values}, source=f"{name} settings")
 
 
-def check_inputs(name: str, case) -> None:
-    """InputError when ``case`` lacks an input method ``name`` needs or holds one it would ignore."""
+def check_inputs(name: str, given, *, as_flags: bool = False) -> None:
+    """InputError when the inputs ``given`` (names of a Case's inputs) lack one method ``name`` needs or hold one it
+    would ignore; ``as_flags``: name them as the command line does (``--t1``, ``--method lmi``)."""
     module = get(name)
-    given = set(case.given())
+    show = (lambda key: f"--{key}") if as_flags else (lambda key: key)
+    method = f"--method {name}" if as_flags else f"method {name}"
+    reads = module.REQUIRED_INPUTS + module.OPTIONAL_INPUTS
+    for key in given:
+        if key not in reads:
+            raise InputError(f"{show(key)} is not used by {method} (it reads {', '.join(map(show, reads))})")
     for key in module.REQUIRED_INPUTS:
         if key not in given:
-            raise InputError(f"method {name} needs the {key} input")
-    unused = sorted(given - set(module.REQUIRED_INPUTS) - set(module.OPTIONAL_INPUTS))
-    if unused:
-        raise InputError(f"{', '.join(case.name(k) for k in unused)}: not used by method {name} "
-                         f"(it reads {', '.join(module.REQUIRED_INPUTS + module.OPTIONAL_INPUTS)})")
+            raise InputError(f"{method} needs {show(key)}")
 
 
 def personalize(case, method: str = "lmi", *, settings=None, progress=None, cancel=None, **values):
@@ -97,5 +99,5 @@ def personalize(case, method: str = "lmi", *, settings=None, progress=None, canc
     """
     module = get(method)
     chosen = make_settings(method, settings, **values)
-    check_inputs(method, case)
+    check_inputs(method, case.given())
     return module.personalize(case, chosen, progress=progress, cancel=cancel)

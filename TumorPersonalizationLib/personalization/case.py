@@ -68,9 +68,7 @@ class Case:
         """The patient's tissue maps (with the T1 as background), or None when none were given."""
         if self.wm is None:
             return None
-        background = self.t1 if self.t1 is not None else None
-        source = f"{self.name('wm')}, {self.name('gm')}"
-        return TissueMaps(self.wm, self.gm, self.csf, background, source=source)
+        return TissueMaps(self.wm, self.gm, self.csf, self.t1, source=f"{self.name('wm')}, {self.name('gm')}")
 
     def name(self, key: str) -> str:
         """How messages name input ``key``."""
