@@ -163,7 +163,7 @@ def _run_simulate(args) -> int:
 
 
 def _add_plan(sub) -> None:
-    from .radiotherapy import DEFAULT_CORE_LABELS, DEFAULT_MARGIN_MM
+    from .plan_defaults import DEFAULT_CORE_LABELS, DEFAULT_MARGIN_MM
 
     p = sub.add_parser("plan", help="radiotherapy target volumes from a density and a tumor core",
                        description="Write the standard CTV (core + Euclidean margin) and a personalized CTV from the "
@@ -283,7 +283,7 @@ def _add_setting_flag(group, field: dict, owners: list, all_methods: tuple) -> N
 
 def _add_personalize(sub) -> None:
     from . import methods
-    from .personalization.case import INPUTS
+    from .personalization import INPUTS
 
     names = methods.names()
     summaries = "; ".join(f"{n}: {methods.get(n).SUMMARY}" for n in names)
@@ -331,7 +331,7 @@ def _case_from_args(args, method: str):
     """The Case from the input flags; inputs the method does not read are refused, missing ones named."""
     from . import methods
     from .personalization import Case
-    from .personalization.case import INPUTS
+    from .personalization import INPUTS
 
     paths = {key: getattr(args, key) for key in INPUTS if getattr(args, key) is not None}
     methods.check_inputs(method, paths, as_flags=True)  # before any file is read

@@ -7,7 +7,10 @@ progress with cancellation (:class:`Progress`). The methods themselves are regis
 """
 from .settings import MethodSettings, setting
 
-__all__ = ["Case", "MethodSettings", "OUTPUT_NAMES", "Personalization", "Progress", "setting"]
+INPUTS = ("t1", "t1gd", "flair", "pet", "wm", "gm", "csf", "recurrence")
+"""The inputs a Case can hold, by name (the CLI's flags without ``--``)."""
+
+__all__ = ["Case", "INPUTS", "MethodSettings", "OUTPUT_NAMES", "Personalization", "Progress", "setting"]
 
 _LAZY = {"Case": ".case", "Personalization": ".result", "OUTPUT_NAMES": ".result", "Progress": ".progress"}
 

@@ -19,9 +19,7 @@ from ..imaging.tissue import TissueMaps, tissue_maps_from_volumes
 from ..imaging.volume import Geometry, Volume, require_same_grid
 from ..inference.likelihood import Observation
 from ..validation import binary
-
-INPUTS = ("t1", "t1gd", "flair", "pet", "wm", "gm", "csf", "recurrence")
-"""The inputs a Case can hold, by name (the CLI's flags without ``--``)."""
+from . import INPUTS
 
 
 @dataclass(frozen=True)
