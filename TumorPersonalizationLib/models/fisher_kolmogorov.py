@@ -104,6 +104,22 @@ def nearest_voxel(index, shape) -> tuple:
                                          np.asarray(shape) - 1))
 
 
+def check_seed_in(inside: np.ndarray, seed_index, name: str = "seed") -> np.ndarray:
+    """A continuous voxel index (i, j, k) as float64 (3,), or InputError when it is not finite, lies outside the
+    grid of ``inside`` (the domain mask, WM + GM >= DOMAIN_THRESHOLD) or in a voxel outside the domain."""
+    seed = np.asarray(seed_index, dtype=np.float64)
+    if seed.shape != (3,) or not np.all(np.isfinite(seed)):
+        raise InputError(f"{name}: expected 3 finite voxel coordinates, got {seed_index}")
+    if np.any(seed < -0.5) or np.any(seed > np.asarray(inside.shape) - 0.5):
+        raise InputError(f"{name}: voxel position {np.round(seed, 2).tolist()} lies outside the image "
+                         f"of shape {inside.shape}")
+    nearest = nearest_voxel(seed, inside.shape)
+    if not inside[nearest]:
+        raise InputError(f"{name}: voxel {[int(v) for v in nearest]} lies in CSF or background "
+                         f"(WM + GM < {DOMAIN_THRESHOLD}); place the seed in white or grey matter")
+    return seed
+
+
 class Domain:
     """Tissue maps prepared for repeated simulations (crop, diffusivity, stability bound).
 
@@ -152,17 +168,7 @@ class Domain:
     # ----------------------------------------------------------------------------------------------- seeds
     def check_seed(self, seed_index, name: str = "seed") -> np.ndarray:
         """Validate a continuous voxel index (i, j, k) of the full grid; return it as float64 (3,)."""
-        seed = np.asarray(seed_index, dtype=np.float64)
-        if seed.shape != (3,) or not np.all(np.isfinite(seed)):
-            raise InputError(f"{name}: expected 3 finite voxel coordinates, got {seed_index}")
-        if np.any(seed < -0.5) or np.any(seed > np.asarray(self.full_shape) - 0.5):
-            raise InputError(f"{name}: voxel position {np.round(seed, 2).tolist()} lies outside the image "
-                             f"of shape {self.full_shape}")
-        nearest = nearest_voxel(seed, self.full_shape)
-        if not self.inside[nearest]:
-            raise InputError(f"{name}: voxel {[int(v) for v in nearest]} lies in CSF or background "
-                             f"(WM + GM < {DOMAIN_THRESHOLD}); place the seed in white or grey matter")
-        return seed
+        return check_seed_in(self.inside, seed_index, name)
 
     def seed_density(self, seed_index, radius_mm: float = 1.5, taper_mm: float = 3.0) -> np.ndarray:
         """Initial condition on the padded crop (float32): the smooth ball of the module docstring."""

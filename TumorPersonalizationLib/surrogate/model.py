@@ -28,7 +28,7 @@ from ..forward import Seed
 from ..imaging.tissue import TissueMaps
 from ..imaging.volume import Volume
 from ..lmi.weights import load_state, read_weights_file
-from ..models.fisher_kolmogorov import DOMAIN_THRESHOLD, nearest_voxel
+from ..models.fisher_kolmogorov import DOMAIN_THRESHOLD, check_seed_in
 from ..validation import unit_interval
 from . import config as surrogate_config
 from .crop import paste_crop, sample_crop, smoothing_sigma
@@ -152,18 +152,7 @@ class SurrogateDomain:
 
     def check_seed(self, seed_index, name: str = "seed") -> np.ndarray:
         """Validate a continuous voxel index (i, j, k); InputError outside the image or outside WM + GM."""
-        seed = np.asarray(seed_index, dtype=np.float64)
-        if seed.shape != (3,) or not np.all(np.isfinite(seed)):
-            raise InputError(f"{name}: expected 3 finite voxel coordinates, got {seed_index}")
-        if np.any(seed < -0.5) or np.any(seed > np.asarray(self.full_shape) - 0.5):
-            raise InputError(f"{name}: voxel position {np.round(seed, 2).tolist()} lies outside the image of shape "
-                             f"{self.full_shape}")
-        nearest = nearest_voxel(seed, self.full_shape)
-        if not self.inside[nearest]:
-            raise InputError(f"{name}: voxel {list(nearest)} lies in CSF or background (WM + GM < "
-                             f"{DOMAIN_THRESHOLD}); the surrogate, like the solver, grows tumors from white or "
-                             "grey matter only")
-        return seed
+        return check_seed_in(self.inside, seed_index, name)
 
     def tissue_crops(self, seeds: np.ndarray) -> np.ndarray:
         """(B, 3) seed indices -> (B, 3, D, D, D) float32 WM / GM / CSF crops."""
