@@ -498,7 +498,9 @@ def test_nothing_that_runs_at_inference_imports_the_training_package():
     import TumorPersonalizationLib
 
     lib = Path(TumorPersonalizationLib.__file__).parent
-    runtime = [path for folder in (lib / "lmi", lib / "methods") for path in sorted(folder.glob("*.py"))]
+    # Learn-Morph-Infer, the methods and the surrogate: each has a training package that inference never loads.
+    folders = (lib / "lmi", lib / "methods", lib / "surrogate")
+    runtime = [path for folder in folders for path in sorted(folder.glob("*.py"))]
     for path in runtime:  # imports written anywhere in the file, also inside functions
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):

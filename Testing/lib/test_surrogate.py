@@ -283,26 +283,3 @@ def test_tiny_training_lowers_the_loss_and_resumes(shards, tmp_path, one_thread)
     assert [e["epoch"] for e in log if "epoch" in e] == list(range(1, 13))
     assert {"dice 0.2", "dice 0.4", "dice 0.8", "mae wm", "mae gm", "val_loss"} <= set(log[-1])
     assert train(config, folder, out, log=lambda line: None)["finished"]  # a finished run is not redone
-
-
-def test_nothing_that_runs_at_inference_imports_the_training_package():
-    import ast
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import TumorPersonalizationLib
-
-    lib = Path(TumorPersonalizationLib.__file__).parent
-    runtime = sorted((lib / "surrogate").glob("*.py"))
-    for path in runtime:  # imports written anywhere in the file, also inside functions
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                assert "training" not in (node.module or "").split("."), (path, node.module)
-    modules = [f"TumorPersonalizationLib.surrogate.{p.stem}" for p in runtime if p.stem != "__init__"]
-    code = ("import importlib, sys\n"
-            f"for name in {modules!r}:\n    importlib.import_module(name)\n"
-            "print(sorted(m for m in sys.modules if 'training' in m.split('.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=lib.parent).stdout
-    assert out.strip() == "[]", out
