@@ -111,6 +111,11 @@ def _add_simulate(sub) -> None:
     _add_tissue_options(p)
     p.add_argument("--t1", type=Path, help="image to draw the overview on, same grid (default: atlas T1 or WM)")
     p.add_argument("--ratio", type=_positive_float, default=10.0, help="Dw / Dg (default 10)")
+    p.add_argument("--solver", choices=("numerical", "surrogate"), default="numerical",
+                   help="numerical (default) or the trained neural surrogate (needs --csf with --wm/--gm; "
+                        "zero density outside its 128 mm cube around the seed)")
+    p.add_argument("--surrogate-weights", type=Path, metavar="PT",
+                   help="surrogate weights (default: the shipped Resources/Surrogate/surrogate.pt)")
     p.add_argument("--out", type=Path, required=True, help="output density, e.g. density.nii.gz")
     p.add_argument("--png", type=Path, help="overview picture: three slices through the seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -133,12 +138,20 @@ def _run_simulate(args) -> int:
     seed = Seed(ras_mm=tuple(args.seed_mm) if args.seed_mm else None,
                 voxel=tuple(args.seed_voxel) if args.seed_voxel else None)
     seed_index = seed.index_in(tissue)
-    bar = ProgressBar("simulating", enabled=not args.quiet)
+    if args.surrogate_weights is not None and args.solver != "surrogate":
+        raise InputError("--surrogate-weights is for --solver surrogate")
     started = time.perf_counter()
-    try:
-        density = simulate(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio, progress=bar)
-    finally:
-        bar.close()
+    if args.solver == "surrogate":
+        from .surrogate.model import load_surrogate, simulate as surrogate_simulate
+
+        density = surrogate_simulate(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio,
+                                     surrogate=load_surrogate(args.surrogate_weights))
+    else:
+        bar = ProgressBar("simulating", enabled=not args.quiet)
+        try:
+            density = simulate(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio, progress=bar)
+        finally:
+            bar.close()
     elapsed = time.perf_counter() - started
 
     write_volume(density, args.out)
@@ -146,6 +159,7 @@ def _run_simulate(args) -> int:
     summary = {
         "output": str(args.out),
         "tissue": tissue.source,
+        "solver": args.solver,
         "dw_mm2_per_day": args.dw, "rho_per_day": args.rho, "days": args.days, "ratio": args.ratio,
         "seed_ras_mm": [round(float(v), 2) for v in tissue.geometry.index_to_ras(seed_index)],
         "volume_ml_c>=0.25": round(float((density.array >= 0.25).sum() * ml), 2),
@@ -154,7 +168,8 @@ def _run_simulate(args) -> int:
     }
     if args.png is not None:
         background = tissue.background if tissue.background is not None else tissue.wm
-        title = (f"Fisher-Kolmogorov  Dw={args.dw} mm²/day  ρ={args.rho} /day  T={args.days} days  "
+        model = "Fisher-Kolmogorov (surrogate)" if args.solver == "surrogate" else "Fisher-Kolmogorov"
+        title = (f"{model}  Dw={args.dw} mm²/day  ρ={args.rho} /day  T={args.days} days  "
                  f"Dw/Dg={args.ratio}  seed RAS {summary['seed_ras_mm']} mm")
         density_overview(density, background, seed_index, args.png, title=title)
         summary["png"] = str(args.png)

@@ -11,10 +11,11 @@ from conftest import phantom_tissue
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.forward import Seed
 from TumorPersonalizationLib.imaging.tissue import TissueMaps
-from TumorPersonalizationLib.imaging.volume import Volume
+from TumorPersonalizationLib.imaging.volume import Geometry, Volume
 from TumorPersonalizationLib.surrogate import config as surrogate_config
 from TumorPersonalizationLib.surrogate.crop import extract_box, paste_crop, sample_crop
-from TumorPersonalizationLib.surrogate.model import Surrogate, SurrogateDomain, load_surrogate, simulate
+from TumorPersonalizationLib.surrogate.model import (Surrogate, SurrogateDomain, SurrogateRegion, load_surrogate,
+                                                     simulate)
 from TumorPersonalizationLib.surrogate.network import SurrogateNet
 from TumorPersonalizationLib.surrogate.training import dataset
 from TumorPersonalizationLib.surrogate.training.train import CropSet, augment, region_l1_loss, train
@@ -193,6 +194,80 @@ def test_surrogate_domain_batches_like_the_solver_domain():
     np.testing.assert_allclose(domain.simulate(0.2, 0.03, 90.0, seeds[1], parallel=False), batch[1], atol=1e-6)
     with pytest.raises(InputError, match="seed of batch member 1"):
         domain.simulate_batch([0.1, 0.1], [0.05, 0.05], [60.0, 60.0], [[20.0, 22.0, 8.0], [0.0, 0.0, 0.0]])
+
+
+def test_region_prediction_is_the_whole_grid_prediction_cut_to_the_region():
+    # A calibration's ROI: a box inside the tissue grid. The crops must still read the anatomy outside the box,
+    # so the ROI's densities are exactly the whole-grid densities on the box's voxels.
+    config, tissue = tiny_config(), phantom_tissue_maps()
+    surrogate = untrained(config)
+    g = tissue.geometry
+    start = np.array([6, 10, 4])
+    region = Geometry((20, 18, 16), g.spacing_mm, g.index_to_ras(start), g.direction_ras)
+    roi = SurrogateRegion(tissue, region, surrogate)
+    seeds_in_region = np.array([[8.0, 12.0, 6.0], [4.5, 6.0, 10.0]])
+    on_region = roi.simulate_batch([0.1, 0.2], [0.05, 0.03], [60.0, 90.0], seeds_in_region, steps=None)
+    whole = SurrogateDomain(*phantom_tissue(), (SPACING_MM,) * 3, surrogate=surrogate)
+    on_grid = whole.simulate_batch([0.1, 0.2], [0.05, 0.03], [60.0, 90.0], seeds_in_region + start)
+    box = (slice(None),) + tuple(slice(a, a + n) for a, n in zip(start, region.shape))
+    np.testing.assert_allclose(on_region, on_grid[box], atol=1e-6)
+    assert on_region.max() > 0
+    with pytest.raises(InputError, match="CSF or background"):  # the phantom's ventricle, inside the region
+        roi.check_seed((np.asarray(tissue.geometry.shape) - 1) / 2.0 - start)
+
+
+def save_untrained(path, config) -> None:
+    torch.manual_seed(0)
+    torch.save({"state_dict": SurrogateNet.from_config(config).state_dict(), "config": config}, path)
+
+
+def test_calibration_runs_on_the_surrogate_forward_model(tmp_path):
+    # TMCMC's likelihood with the surrogate as its forward model: the ROI densities come from the network (untrained
+    # here, with the calibration prior's full ranges), seeds outside WM/GM score -inf like the solver's.
+    from TumorPersonalizationLib.inference.likelihood import CalibrationProblem, Observation, build_prior
+    from TumorPersonalizationLib.synthetic import synthetic_case
+
+    config = tiny_config()
+    config["parameters"] = surrogate_config.load_config()["parameters"]
+    save_untrained(tmp_path / "s.pt", config)
+    tissue = phantom_tissue_maps()
+    case = synthetic_case(tissue, 0.3, 0.05, 150.0, tuple(tissue.geometry.index_to_ras([12, 22, 18])),
+                          uc_t1gd=0.7, uc_flair=0.25, sigma_alpha=0.05)
+    observation = Observation(case.t1gd, case.flair)
+    prior = build_prior(observation)
+    problem = CalibrationProblem(tissue.wm, tissue.gm, observation, prior, csf=tissue.csf, forward="surrogate",
+                                 surrogate_weights=tmp_path / "s.pt")
+    z = prior.sample(6, np.random.default_rng(0))
+    outside = z[0].copy()
+    outside[3:6] = tissue.geometry.index_to_ras([0, 0, 0])  # x, y, z are sampled in mm (not log-scaled)
+    values = problem(np.vstack([z, outside]))
+    assert values.shape == (7,) and values[-1] == -np.inf
+    assert np.isfinite(values[:-1]).sum() >= 3
+    with pytest.raises(InputError, match="needs a CSF map"):
+        CalibrationProblem(tissue.wm, tissue.gm, observation, prior, forward="surrogate",
+                           surrogate_weights=tmp_path / "s.pt")
+
+
+def test_simulate_command_with_the_surrogate_writes_the_density_on_the_tissue_grid(tmp_path, capsys):
+    from TumorPersonalizationLib.cli import main
+    from TumorPersonalizationLib.imaging.io import read_volume, write_volume
+
+    config = tiny_config()
+    save_untrained(tmp_path / "s.pt", config)
+    tissue = phantom_tissue_maps()
+    paths = {k: write_volume(getattr(tissue, k), tmp_path / f"{k}.nii.gz") for k in ("wm", "gm", "csf")}
+    argv = ["simulate", "--solver", "surrogate", "--surrogate-weights", str(tmp_path / "s.pt"),
+            "--dw", "0.1", "--rho", "0.05", "--days", "60", "--seed-voxel", "20", "22", "10",
+            "--out", str(tmp_path / "density.nii.gz"), "--quiet"]
+    for k, path in paths.items():
+        argv += [f"--{k}", str(path)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["solver"] == "surrogate"
+    density = read_volume(tmp_path / "density.nii.gz")
+    assert density.geometry.is_close(tissue.geometry)
+    assert 0 <= density.array.min() and density.array.max() <= 1 and density.array[0, 0, 0] == 0
+    assert main([("5000" if a == "60" else a) for a in argv]) == 2  # T outside the trained range
+    assert "trained range" in capsys.readouterr().err
 
 
 def test_weights_load_with_weights_only_and_bad_files_are_refused(tmp_path):

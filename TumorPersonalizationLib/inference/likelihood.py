@@ -194,17 +194,37 @@ class CalibrationProblem:
         Calibration grid spacing; None keeps the tissue maps' spacing.
     steps : StepSettings
         Solver time-stepping during calibration.
+    csf : Volume, optional
+        CSF map on the tissue grid; the surrogate forward model needs it.
+    forward : {"numerical", "surrogate"}
+        The forward model: the Fisher-Kolmogorov solver on the ROI grid, or the trained neural surrogate
+        (:class:`~TumorPersonalizationLib.surrogate.model.SurrogateRegion`: crops read from the whole tissue maps,
+        densities pasted onto the ROI grid).
+    surrogate_weights : path, optional
+        Surrogate weights (default: the shipped ones).
     """
 
     def __init__(self, wm: Volume, gm: Volume, observation: Observation, prior: BoxPrior, *, ratio: float = 10.0,
-                 roi_margin_mm: float = 15.0, grid_mm: float | None = None, steps: StepSettings = DEFAULT_STEPS):
+                 roi_margin_mm: float = 15.0, grid_mm: float | None = None, steps: StepSettings = DEFAULT_STEPS,
+                 csf: Volume | None = None, forward: str = "numerical", surrogate_weights=None):
         self.prior = prior
         self.names = prior.names
         self.steps = steps
         roi = _roi_geometry(observation, roi_margin_mm, grid_mm)
         self.roi = roi
         take = lambda v: resample_smooth(v, roi)  # noqa: E731
-        self.domain = Domain(take(wm).array, take(gm).array, roi.spacing_mm, ratio=ratio)
+        if forward == "surrogate":
+            from ..imaging.tissue import TissueMaps
+            from ..surrogate.model import SurrogateRegion, load_surrogate
+
+            self.domain = SurrogateRegion(TissueMaps(wm, gm, csf), roi, load_surrogate(surrogate_weights), ratio)
+            self.batch = self.domain.batch
+        elif forward == "numerical":
+            self.domain = Domain(take(wm).array, take(gm).array, roi.spacing_mm, ratio=ratio)
+            self.batch = self.BATCH
+        else:
+            raise InputError(f"forward model {forward!r}: choose 'numerical' or 'surrogate'")
+        self.forward = forward
         self.t1gd = take(observation.t1gd).array
         self.flair = take(observation.flair).array
         self.pet = take(observation.pet).array if observation.pet is not None else None
@@ -232,8 +252,8 @@ class CalibrationProblem:
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """(m, dim) transformed points -> (m,) log likelihoods; -inf where the seed is not in WM/GM.
 
-        Valid points go to the batched solver ``BATCH`` at a time (``threads`` simulations side by side, one core
-        each), which bounds memory at ``BATCH`` ROI-sized densities.
+        Valid points go to the batched forward model ``batch`` at a time (numerical solver: ``BATCH``, with
+        ``threads`` simulations side by side, one core each), which bounds memory at ``batch`` ROI-sized densities.
         """
         points = [self.parameters(point) for point in np.atleast_2d(z)]
         out = np.full(len(points), -np.inf)
@@ -246,10 +266,10 @@ class CalibrationProblem:
                 continue
             valid.append(n)
             seeds.append(seed)
-        for start in range(0, len(valid), self.BATCH):
-            block = valid[start:start + self.BATCH]
+        for start in range(0, len(valid), self.batch):
+            block = valid[start:start + self.batch]
             densities = self.domain.simulate_batch([points[n]["Dw"] for n in block], [points[n]["rho"] for n in block],
-                                                   [points[n]["T"] for n in block], seeds[start:start + self.BATCH],
+                                                   [points[n]["T"] for n in block], seeds[start:start + self.batch],
                                                    steps=self.steps, workers=self.threads)
             for n, u in zip(block, densities):
                 out[n] = self.log_likelihood_of_density(u, points[n])

@@ -52,10 +52,17 @@ class Settings(MethodSettings):
     predictive_draws: int = setting(32, "posterior draws simulated on the whole grid for the mean density, its "
                                         "standard deviation and the probabilistic plan", minimum=1, maximum=1000)
     ratio: float = setting(10.0, "Dw / Dg, white- to grey-matter diffusivity", positive=True)
+    forward: str = setting("numerical", "forward model of the likelihood: the numerical solver or the trained neural "
+                                        "surrogate (needs a CSF map; the posterior-predictive densities always come "
+                                        "from the numerical solver)", flag=True, choices=("numerical", "surrogate"))
+    surrogate_weights: str | None = setting(None, "surrogate weights file for forward = surrogate (default: the "
+                                                  "shipped Resources/Surrogate/surrogate.pt)")
 
     def check(self) -> None:
         if self.fast and self.samples != DEFAULT_SAMPLES:
             raise InputError("give samples (--samples) or fast (--fast), not both")
+        if self.surrogate_weights is not None and self.forward != "surrogate":
+            raise InputError("surrogate_weights is for forward = surrogate")
 
     @property
     def population(self) -> int:
@@ -108,8 +115,11 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     prior = build_prior(observation)
     problem = CalibrationProblem(tissue.wm, tissue.gm, observation, prior, ratio=settings.ratio,
                                  roi_margin_mm=settings.roi_margin_mm, grid_mm=settings.grid_mm,
-                                 steps=StepSettings(step_tolerance=settings.step_tolerance))
-    executor = make_executor(problem, workers=settings.workers, dask_scheduler=settings.dask_scheduler)
+                                 steps=StepSettings(step_tolerance=settings.step_tolerance), csf=tissue.csf,
+                                 forward=settings.forward, surrogate_weights=settings.surrogate_weights)
+    # The surrogate's network already uses every core of one process: by default it runs inline.
+    workers = settings.workers or (1 if settings.forward == "surrogate" else None)
+    executor = make_executor(problem, workers=workers, dask_scheduler=settings.dask_scheduler)
 
     def on_stage(beta, stage):  # beta climbs from ~1e-8 to 1 roughly evenly in log10
         report_progress(0.9 * min(1.0, max(0.0, 1.0 + math.log10(max(beta, 1e-12)) / 8.0)),
@@ -130,7 +140,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     report_progress(1.0, "done")
     finished = time.perf_counter()
     timings = {"sampling_s": sampled - started, "predictive_s": finished - sampled, "total_s": finished - started}
-    run = {"executor": type(executor).__name__, "workers": executor.workers, "grid_mm": list(problem.roi.spacing_mm),
+    run = {"forward": settings.forward, "executor": type(executor).__name__, "workers": executor.workers, "grid_mm": list(problem.roi.spacing_mm),
            "roi_shape": list(problem.roi.shape)}
     return _result(case, tissue, result, prior, predictive, timings, run, settings)
 

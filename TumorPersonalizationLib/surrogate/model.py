@@ -200,6 +200,67 @@ class SurrogateDomain:
         return self.simulate_batch([dw_mm2_per_day], [rho_per_day], [days], seed_index)[0]
 
 
+class SurrogateRegion:
+    """The surrogate's densities on a sub-grid of the tissue maps (a calibration's region of interest).
+
+    A calibration simulates only in a box around the lesion, but the network must read the anatomy of its whole
+    cube around the seed: crops come from the whole tissue maps (a :class:`SurrogateDomain`) and the predictions are
+    pasted onto the region's grid. Interface of the solver's ``Domain`` on the region: seeds are continuous voxel
+    indices of ``region``.
+
+    Parameters
+    ----------
+    tissue : TissueMaps
+        WM, GM and CSF (CSF is required).
+    region : Geometry
+        The output grid: any spacing, the tissue grid's axis directions.
+    surrogate : Surrogate, optional
+    ratio : float
+    """
+
+    batch = DEFAULT_BATCH
+    """Parameter sets per call that keep the network's batches full (a calibration sends this many at once)."""
+
+    def __init__(self, tissue: TissueMaps, region, surrogate: Surrogate | None = None, ratio: float = 10.0):
+        if not np.allclose(region.direction_matrix, tissue.geometry.direction_matrix, atol=1e-6):
+            raise InputError("the surrogate's region must share the tissue grid's axis directions")
+        self.full = SurrogateDomain(tissue.wm.array, tissue.gm.array, _require_csf(tissue).array,
+                                    tissue.geometry.spacing_mm, surrogate, ratio)
+        self.tissue_geometry = tissue.geometry
+        self.region = region
+
+    def _tissue_index(self, region_index) -> np.ndarray:
+        return self.tissue_geometry.ras_to_index(self.region.index_to_ras(np.asarray(region_index, float)))
+
+    def check_seed(self, seed_index, name: str = "seed") -> np.ndarray:
+        """Validate a region voxel index by the tissue grid's domain (WM + GM >= 0.1); returns it."""
+        self.full.check_seed(self._tissue_index(seed_index), name)
+        return np.asarray(seed_index, dtype=np.float64)
+
+    def simulate_batch(self, dw_mm2_per_day, rho_per_day, days, seed_index, **solver_options) -> np.ndarray:
+        """(B,) parameters and (B, 3) region indices -> (B, *region.shape) float32 densities (solver-only options
+        are ignored)."""
+        seeds = np.atleast_2d(np.asarray(seed_index, dtype=np.float64))
+        parameters = np.column_stack([np.atleast_1d(np.asarray(v, dtype=np.float64))
+                                      for v in (dw_mm2_per_day, rho_per_day, days)])
+        seeds = np.broadcast_to(seeds, (len(parameters), 3))
+        surrogate = self.full.surrogate
+        surrogate_config.check_parameters(surrogate.config, parameters)
+        for b, seed in enumerate(seeds):
+            self.check_seed(seed, name="seed" if len(seeds) == 1 else f"seed of batch member {b}")
+        tissue_seeds = self._tissue_index(seeds)
+        crops = surrogate.predict_crops(self.full.tissue_crops(tissue_seeds), parameters, self.batch)
+        out = np.zeros((len(seeds),) + tuple(int(n) for n in self.region.shape), dtype=np.float32)
+        for crop, seed, density in zip(crops, seeds, out):
+            paste_crop(crop, seed, out.shape[1:], self.region.spacing_mm, surrogate.spacing_mm, out=density)
+        return out
+
+    def simulate(self, dw_mm2_per_day: float, rho_per_day: float, days: float, seed_index, **solver_options
+                 ) -> np.ndarray:
+        """One density on the region's grid, (ni, nj, nk) float32."""
+        return self.simulate_batch([dw_mm2_per_day], [rho_per_day], [days], [seed_index])[0]
+
+
 def _require_csf(tissue: TissueMaps) -> Volume:
     if tissue.csf is None:
         raise InputError("the surrogate needs a CSF map besides WM and GM (its anatomy encoder reads all three); "
