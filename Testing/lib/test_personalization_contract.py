@@ -233,6 +233,15 @@ def test_fit_quality_flags_a_density_that_does_not_explain_the_lesion():
     poor = assess(Volume(far, GEOMETRY), t1gd.like(t1gd.array > 0), flair.like(flair.array > 0))
     assert poor["status"] == "poor fit" and poor["centre_distance_mm"] > 20.0
     assert any("FLAIR lesion poorly" in w for w in poor["warnings"])
+    # A density that fits, from parameters far outside the prior (LMI's rho of a T1Gd given as FLAIR: 3.42/day).
+    masks = (t1gd.like(t1gd.array > 0), flair.like(flair.array > 0))
+    extrapolated = assess(Volume(near, GEOMETRY), *masks, {"Dw": {"value": 0.3}, "rho": {"value": 3.42},
+                                                           "T": {"map": 200.0}})
+    assert extrapolated["status"] == "poor fit"
+    assert extrapolated["warnings"] == ["rho = 3.42 1/day lies outside the prior range [0.002, 0.2] 1/day: the "
+                                        "segmentations are unlike the tumors the model was fitted to"]
+    inside = assess(Volume(near, GEOMETRY), *masks, {"Dw": 1.5, "rho": {"value": 0.002}, "T": {"map": 1500.0}})
+    assert inside["status"] == "ok"
 
 
 def test_cli_writes_a_poor_fit_but_exits_3_with_a_warning(tmp_path, capsys, monkeypatch):

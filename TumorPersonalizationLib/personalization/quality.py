@@ -2,7 +2,8 @@
 
 A density explains a T1Gd / FLAIR pair when some visibility level of it reproduces each mask: the check takes, for
 each mask, the best Dice of {c >= u} over the levels the thesis allows for that mask (T1Gd 0.5-0.85, FLAIR 0.05-0.6)
-and the distance between the lesion's centre and the centre of the density's FLAIR-level region. A result that fails
+and the distance between the lesion's centre and the centre of the density's FLAIR-level region; and whether the
+growth parameters lie inside the prior range the methods share. A result that fails
 is still written, but flagged: ``report["quality"]["status"] == "poor fit"``, a warning on stderr and its own exit
 code on the command line (:data:`POOR_FIT_EXIT_CODE`), a warning in the Slicer panel.
 """
@@ -36,10 +37,44 @@ def best_dice(density: np.ndarray, mask: np.ndarray, levels) -> tuple[float, flo
     return best
 
 
-def assess(density, t1gd, flair) -> dict:
+PRIOR_TOLERANCE = 0.02
+"""Relative slack before a growth parameter counts as outside the prior range (rounding, refinement steps)."""
+
+
+def _value(entry):
+    if isinstance(entry, dict):
+        return entry.get("value", entry.get("map"))
+    return entry
+
+
+def parameter_warnings(parameters: dict) -> list:
+    """Warnings for growth parameters outside the prior range every method shares.
+
+    ``parameters`` as in a report: ``{"Dw": {"value": ...} or {"map": ...}, ...}`` (or plain numbers). Dw, rho and T
+    outside the calibration prior (:data:`~TumorPersonalizationLib.inference.likelihood.PATHOLOGY_RANGES`,
+    ``T_LIMITS_DAYS``) by more than :data:`PRIOR_TOLERANCE` mean the method extrapolated beyond what any model of
+    this project was built for (a learned method fed a lesion unlike its training data, a T1Gd given as FLAIR).
+    """
+    from ..inference.likelihood import PATHOLOGY_RANGES, T_LIMITS_DAYS
+
+    ranges = {"Dw": (PATHOLOGY_RANGES["Dw"], "mm^2/day"), "rho": (PATHOLOGY_RANGES["rho"], "1/day"),
+              "T": (T_LIMITS_DAYS, "days")}
+    warnings = []
+    for name, ((low, high), unit) in ranges.items():
+        value = _value(parameters.get(name))
+        if value is None:
+            continue
+        value = float(value)
+        if not np.isfinite(value) or value < low * (1 - PRIOR_TOLERANCE) or value > high * (1 + PRIOR_TOLERANCE):
+            warnings.append(f"{name} = {value:.3g} {unit} lies outside the prior range [{low:g}, {high:g}] {unit}: "
+                            "the segmentations are unlike the tumors the model was fitted to")
+    return warnings
+
+
+def assess(density, t1gd, flair, parameters: dict | None = None) -> dict:
     """The fit checks of ``density`` (a Volume in [0, 1]) against the boolean ``t1gd`` and ``flair`` Volumes on its
-    grid: {"status": "ok" | "poor fit", "warnings": [...], "flair_dice", "flair_level", "t1gd_dice", "t1gd_level",
-    "centre_distance_mm"}."""
+    grid, and of the growth ``parameters`` (:func:`parameter_warnings`): {"status": "ok" | "poor fit",
+    "warnings": [...], "flair_dice", "flair_level", "t1gd_dice", "t1gd_level", "centre_distance_mm"}."""
     c = density.array
     flair_dice, flair_level = best_dice(c, flair.array, FLAIR_LEVELS)
     t1gd_dice, t1gd_level = best_dice(c, t1gd.array, T1GD_LEVELS)
@@ -57,6 +92,7 @@ def assess(density, t1gd, flair) -> dict:
                         f"{t1gd_level:g})")
     if distance > MAX_CENTRE_DISTANCE_MM:
         warnings.append(f"the density's visible part is centred {distance:.0f} mm from the lesion's centre")
+    warnings += parameter_warnings(parameters or {})
     return {"status": "poor fit" if warnings else "ok", "warnings": warnings,
             "flair_dice": flair_dice, "flair_level": flair_level, "t1gd_dice": t1gd_dice, "t1gd_level": t1gd_level,
             "centre_distance_mm": distance}

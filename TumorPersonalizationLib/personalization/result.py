@@ -109,7 +109,7 @@ class Personalization:
                                              "min_probability": radiotherapy.DEFAULT_MIN_PROBABILITY,
                                              "volume_ml": float(plan.array.sum() * plan.geometry.voxel_volume_ml)}
         result.report["plans"] = plans.report
-        result.report["quality"] = assess(density, case.t1gd, case.flair)
+        result.report["quality"] = assess(density, case.t1gd, case.flair, parameters)
         return result
 
     @property
