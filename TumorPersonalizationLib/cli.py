@@ -216,6 +216,8 @@ def _run_plan(args) -> int:
 
     density = read_volume(args.density, "--density")
     radiotherapy.check_density(density, f"--density {args.density}")
+    if not density.array.any():
+        raise InputError(f"--density {args.density}: the density is zero everywhere; there is no tumor to plan for")
     core_image = read_volume(args.core, "--core")
     require_same_grid(density, f"--density {args.density}", core_image, f"--core {args.core}")
     core = radiotherapy.core_mask(core_image, tuple(args.core_labels), name=f"--core {args.core}")

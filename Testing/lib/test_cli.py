@@ -87,8 +87,7 @@ def test_bad_input_gives_one_clear_line_and_exit_2(tmp_path, tissue_files, capsy
         "gm_shifted": write_volume(Volume.from_array(wm.array, spacing_mm=(2, 2, 2), origin_ras_mm=(12, -20, 5),
                                                      direction_ras=GEOMETRY["direction_ras"]), tmp_path / "gx.nii.gz"),
         "gm_small": write_volume(Volume.from_array(np.zeros((10, 10, 10), np.float32)), tmp_path / "gs.nii.gz"),
-        # .nrrd because NaN does not survive SimpleITK's NIfTI round trip
-        "wm_nan": write_volume(wm.like(np.where(wm.array > 0.5, np.nan, wm.array)), tmp_path / "wn.nrrd"),
+        "wm_nan": write_volume(wm.like(np.where(wm.array > 0.5, np.nan, wm.array)), tmp_path / "wn.nii.gz"),
         "wm_big": write_volume(wm.like(wm.array * 3), tmp_path / "wb.nii.gz"),
         "missing": tmp_path / "missing.nii.gz",
         "garbage": tmp_path / "garbage.nii.gz",

@@ -27,6 +27,46 @@ def _suffix(path: Path) -> str:
     return ""
 
 
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64
+
+
+def nifti_nonfinite_count(path) -> int:
+    """NaN and infinite voxel values stored in a NIfTI-1 or NIfTI-2 file (0 for integer data).
+
+    ITK's NIfTI reader turns NaN into 0 on reading, so a NaN-filled mask or map would pass every check as a
+    plausible image: the stored values are counted here from the file itself.
+    """
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        header = stream.read(540)
+        if len(header) < 348:
+            return 0
+        for order in ("<", ">"):
+            size = int(np.frombuffer(header[:4], f"{order}i4")[0])
+            if size in (348, 540):
+                break
+        else:
+            return 0
+        if size == 348:   # NIfTI-1: dim int16[8] at 40, datatype int16 at 70, vox_offset float32 at 108
+            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            datatype = int(np.frombuffer(header[70:72], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+        else:             # NIfTI-2: datatype int16 at 12, dim int64[8] at 16, vox_offset int64 at 168
+            datatype = int(np.frombuffer(header[12:14], f"{order}i2")[0])
+            dims = np.frombuffer(header[16:80], f"{order}i8")
+            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+        if datatype not in _NIFTI_FLOAT_TYPES:
+            return 0
+        count = int(np.prod(dims[1:1 + max(1, min(int(dims[0]), 7))]))
+        stream.seek(offset)
+        data = np.frombuffer(stream.read(count * np.dtype(_NIFTI_FLOAT_TYPES[datatype]).itemsize),
+                             f"{order}{_NIFTI_FLOAT_TYPES[datatype]}")
+    return int(np.count_nonzero(~np.isfinite(data)))
+
+
 def geometry_from_sitk(image: sitk.Image) -> Geometry:
     """Geometry (RAS) of a 3D SimpleITK image (LPS)."""
     direction_lps = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
@@ -80,7 +120,8 @@ def read_volume(path, name: str = "image") -> Volume:
     Raises
     ------
     InputError
-        The file is missing, unreadable, not 3D, or not scalar.
+        The file is missing, unreadable, not 3D, not scalar, or holds NaN or infinite values (no input of this
+        project has a meaning for them, and they would pass silently through every comparison).
     """
     path = Path(path)
     if not path.is_file():
@@ -90,10 +131,19 @@ def read_volume(path, name: str = "image") -> Volume:
     except RuntimeError as exc:
         first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise InputError(f"{name}: cannot read {path} as an image ({first_line})") from None
+    where = name if str(path) in name else f"{name}: {path}"  # callers often name the input by flag and path
     try:
-        return from_sitk(image)
+        volume = from_sitk(image)
     except InputError as exc:
-        raise InputError(f"{name}: {path}: {exc}") from None
+        raise InputError(f"{where}: {exc}") from None
+    if np.issubdtype(volume.array.dtype, np.floating):
+        bad = np.count_nonzero(~np.isfinite(volume.array))
+        if _suffix(path) in (".nii", ".nii.gz"):
+            bad = max(bad, nifti_nonfinite_count(path))
+        if bad:
+            raise InputError(f"{where} holds {bad} NaN or infinite voxel value{'s' if bad > 1 else ''}; "
+                             "give finite values (e.g. 0 outside the brain)")
+    return volume
 
 
 def write_volume(volume: Volume, path, compress: bool = True) -> Path:

@@ -79,7 +79,17 @@ def check_inputs(name: str, given, *, as_flags: bool = False) -> None:
             raise InputError(f"{show(key)} is not used by {method} (it reads {', '.join(map(show, reads))})")
     for key in module.REQUIRED_INPUTS:
         if key not in given:
-            raise InputError(f"{method} needs {show(key)}")
+            raise InputError(f"{method} needs {show(key)}{_WHY_NEEDED.get(key, '')}")
+
+
+_WHY_NEEDED = {
+    "flair": ": the FLAIR (T2) abnormality segmentation, tumor core included. A T1Gd-only case cannot be "
+             "personalized: the visible extent of infiltration is what the growth model is fitted to, and the "
+             "enhancing core alone cannot tell a slow diffuse tumor from a fast compact one",
+    "t1gd": ": the enhancing tumor core segmentation (T1 post-contrast), on the grid of the FLAIR segmentation",
+    "t1": ": the patient's T1 or T1Gd image, whole head or skull-stripped (registered to the atlas)",
+}
+"""Why each input is needed, for the message when it is missing."""
 
 
 def personalize(case, method: str = "lmi", *, settings=None, progress=None, cancel=None, **values):
