@@ -421,6 +421,66 @@ def _run_methods(args) -> int:
     return 0
 
 
+def _add_cohort(sub) -> None:
+    from . import methods
+    from .cohort.task import EXECUTION_SETTINGS
+
+    names = methods.names()
+    p = sub.add_parser("cohort", help="personalize every patient of a cohort on Dask (resumable)",
+                       description="Personalize each patient under --input with one method, one Dask task per "
+                                   "patient (a LocalCluster on this machine, or --scheduler), each patient's "
+                                   "results written atomically to --out/<patient>/ with summary.csv and "
+                                   "summary.png. A rerun skips finished patients whose settings and inputs are "
+                                   "unchanged. Exit codes: 0 every patient ok, 1 some failed (see summary.csv), "
+                                   "2 bad input, 130 interrupted. Details: docs/cohort.md.")
+    p.add_argument("--input", type=Path, required=True,
+                   help="a folder of patient folders (our file names, BraTS *_t1/_t1ce/_flair/_seg, or "
+                        "PREDICT-GBM Patient-XXXXX/XXXXX-{wm,gm,csf,tumorseg,pet}), or a CSV manifest "
+                        "(columns patient, t1, t1gd, flair, ... or seg)")
+    p.add_argument("--method", choices=names, default=names[0], help=f"default {names[0]}")
+    p.add_argument("--out", type=Path, required=True,
+                   help="results folder: <patient>/ each, summary.csv, summary.png, cohort.log")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster here)")
+    p.add_argument("--workers", dest="cluster_workers", type=int, metavar="N",
+                   help="LocalCluster worker processes, one thread each (default: one per CPU)")
+    p.add_argument("--predict-gbm-out", type=Path, metavar="DIR",
+                   help="also copy each patient's density to DIR/<id>.nii.gz (PREDICT-GBM's container output; "
+                        "<id> is the folder name without 'Patient-')")
+    group = p.add_argument_group("method settings, the same for every patient (those of other methods are "
+                                 "refused)")
+    for field, owners in _method_flags().values():
+        if field["name"] not in EXECUTION_SETTINGS:  # a patient's simulations run on the cohort's cluster
+            _add_setting_flag(group, field, owners, names)
+    p.add_argument("--settings", type=Path, metavar="JSON",
+                   help="a JSON object of the method's settings (every field `methods` lists); flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_cohort, **{name: None for name in EXECUTION_SETTINGS})
+
+
+def _run_cohort(args) -> int:
+    from .cohort import predict_gbm
+    from .cohort.layouts import find_patients
+    from .cohort.run import run_cohort
+
+    settings = _settings_from_args(args, args.method)
+    cohort = find_patients(args.input)
+    for line in cohort.describe():
+        print(line, file=sys.stderr)
+    export = predict_gbm.exporter(args.predict_gbm_out) if args.predict_gbm_out is not None else None
+    try:
+        result = run_cohort(cohort, args.method, args.out, settings, scheduler=args.scheduler,
+                            workers=args.cluster_workers, show_progress=not args.quiet, on_result=export)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished patients are complete in {args.out} (patients in flight were not written); "
+              f"run the same command again to resume", file=sys.stderr)
+        return 130
+    print(json.dumps({"out": str(args.out), "patients": len(result.rows), "computed": len(result.computed),
+                      "skipped_as_finished": len(result.skipped), "failed": list(result.failed),
+                      "summary": str(result.summary_csv)}, indent=2))
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m TumorPersonalizationLib",
                                      description="Personalized glioma growth models (TumorPersonalization).")
@@ -430,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_personalize(sub)
     _add_methods(sub)
+    _add_cohort(sub)
     return parser
 
 
