@@ -14,11 +14,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from TumorPersonalizationLib.errors import InputError, run_script  # noqa: E402
-from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
+from TumorPersonalizationLib.execution import available_cpus, process_pool  # noqa: E402
 from TumorPersonalizationLib.files import atomic_path  # noqa: E402
 from TumorPersonalizationLib.lmi.config import load_config  # noqa: E402
 from TumorPersonalizationLib.lmi.training import dataset  # noqa: E402
@@ -79,8 +78,7 @@ def main(argv=None) -> int:
 
     start, cases = time.perf_counter(), 0
     os.environ["NUMBA_NUM_THREADS"] = "1"  # one simulation per process; the pool provides the parallelism
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_install, initargs=(config,)) as pool:
+    with process_pool(args.workers, _install, (config,)) as pool:
         futures = [pool.submit(_grow_shard, shard, out) for shard, out in todo]
         for future in tqdm(as_completed(futures), total=len(futures), unit="shard", file=sys.stderr):
             cases += future.result()

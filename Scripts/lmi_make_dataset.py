@@ -11,18 +11,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from TumorPersonalizationLib.errors import run_script  # noqa: E402
-from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
+from TumorPersonalizationLib.execution import available_cpus, process_pool  # noqa: E402
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
 from TumorPersonalizationLib.lmi.training import dataset  # noqa: E402
 
@@ -66,10 +65,9 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     os.environ["NUMBA_NUM_THREADS"] = "1"  # one simulation per process; the pool provides the parallelism
-    context = multiprocessing.get_context("spawn")
     initargs = (tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
     drawn = 0
-    with ProcessPoolExecutor(args.workers, mp_context=context, initializer=_install, initargs=initargs) as pool:
+    with process_pool(args.workers, _install, initargs) as pool:
         futures = [pool.submit(_make, config, split, i, args.out) for split, i in todo]
         for future in tqdm(as_completed(futures), total=len(futures), unit="shard", file=sys.stderr):
             drawn += future.result()[2]

@@ -15,11 +15,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "Scripts"))
 
 from TumorPersonalizationLib.errors import run_script  # noqa: E402
-from TumorPersonalizationLib.execution import available_cpus  # noqa: E402
+from TumorPersonalizationLib.execution import available_cpus, process_pool  # noqa: E402
 from TumorPersonalizationLib.surrogate.config import load_config  # noqa: E402
 from TumorPersonalizationLib.surrogate.training import dataset  # noqa: E402
 
@@ -86,8 +85,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     os.environ["NUMBA_NUM_THREADS"] = "1"  # one simulation per process; the pool provides the parallelism
     totals = {"drawn": 0, "accepted": 0, "seconds": 0.0, "rejected": [0] * len(dataset.REJECTIONS)}
-    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_install,
-                             initargs=(base_maps,)) as pool:
+    with process_pool(args.workers, _install, (base_maps,)) as pool:
         futures = [pool.submit(_make, config, split, i, args.out) for split, i in todo]
         for future in tqdm(as_completed(futures), total=len(futures), unit="shard", file=sys.stderr):
             made = future.result()

@@ -16,10 +16,16 @@ class Cancelled(Exception):
 def run_script(main) -> None:
     """Exit with ``main()``'s code; an :class:`InputError` becomes one line on stderr and exit code 2, as in the CLI.
 
-    For the scripts in ``Scripts/`` (``if __name__ == "__main__": run_script(main)``).
+    For the scripts in ``Scripts/`` (``if __name__ == "__main__": run_script(main)``). SIGTERM ends the script as
+    Ctrl-C does (KeyboardInterrupt), so its ``finally`` blocks and process pools clean up.
     """
+    import signal
     import sys
 
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         sys.exit(main())
     except InputError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -47,6 +48,32 @@ def _chunks(batch: np.ndarray, n: int) -> list:
     return [c for c in np.array_split(batch, n) if len(c)]
 
 
+def end_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's worker processes now (ProcessPoolExecutor has no public way to stop running tasks)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+@contextmanager
+def process_pool(workers: int, initializer=None, initargs=()):
+    """A spawned ProcessPoolExecutor whose workers end with the caller.
+
+    On leaving normally the pool is shut down and waited for; on any exception (Ctrl-C, SIGTERM turned into
+    KeyboardInterrupt by :func:`~TumorPersonalizationLib.errors.run_script`, an error in a task) the workers are
+    terminated at once. Without this, a killed data-generation script left its workers computing queued shards for
+    tens of minutes.
+    """
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                               initargs=initargs)
+    try:
+        yield pool
+    except BaseException:
+        end_workers(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 class InlineExecutor:
     """Runs the function in the calling process (one core per call unless the function itself is parallel)."""
 
@@ -77,9 +104,7 @@ class LocalPoolExecutor:
         """Shut the pool down; with ``abort`` (after Ctrl-C, Cancel or an error) stop the running chunks too,
         instead of waiting minutes for them to finish."""
         if abort:
-            # ProcessPoolExecutor has no public way to stop running tasks; its worker processes are ours to end.
-            for process in list(getattr(self._pool, "_processes", {}).values()):
-                process.terminate()
+            end_workers(self._pool)
         self._pool.shutdown(wait=not abort, cancel_futures=True)
 
 

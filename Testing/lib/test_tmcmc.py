@@ -144,3 +144,26 @@ def test_an_aborted_pool_stops_its_running_chunks_at_once():
     while any(p.is_alive() for p in processes) and time.perf_counter() - started < 10:
         time.sleep(0.1)
     assert time.perf_counter() - started < 10 and not any(p.is_alive() for p in processes)
+
+
+def test_a_script_pool_ends_its_workers_when_the_script_is_interrupted():
+    # Data-generation scripts run their shards in execution.process_pool: Ctrl-C or SIGTERM (KeyboardInterrupt via
+    # errors.run_script) must not leave workers computing queued shards.
+    import time
+
+    from TumorPersonalizationLib.execution import process_pool
+
+    processes = []
+    started = None
+    with pytest.raises(KeyboardInterrupt):
+        with process_pool(2) as pool:
+            futures = [pool.submit(slow_square_sum, np.ones((2, 2))) for _ in range(4)]
+            time.sleep(3.0)  # two workers inside their 60 s tasks, two tasks queued
+            processes = list(pool._processes.values())
+            started = time.perf_counter()
+            raise KeyboardInterrupt
+    while any(p.is_alive() for p in processes) and time.perf_counter() - started < 10:
+        time.sleep(0.1)
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)
+    assert time.perf_counter() - started < 10
+    assert not any(f.done() and not f.cancelled() and f.exception() is None for f in futures)  # none ran to its end
