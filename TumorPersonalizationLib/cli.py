@@ -116,10 +116,45 @@ def _add_simulate(sub) -> None:
                         "zero density outside its 128 mm cube around the seed)")
     p.add_argument("--surrogate-weights", type=Path, metavar="PT",
                    help="surrogate weights (default: the shipped Resources/Surrogate/surrogate.pt)")
+    _add_mass_effect_options(p)
     p.add_argument("--out", type=Path, required=True, help="output density, e.g. density.nii.gz")
     p.add_argument("--png", type=Path, help="overview picture: three slices through the seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_simulate)
+
+
+def _add_mass_effect_options(p) -> None:
+    group = p.add_argument_group("mass effect (--model mass-effect; docs/methods/mass_effect.md)")
+    group.add_argument("--model", choices=("fisher-kolmogorov", "mass-effect"), default="fisher-kolmogorov",
+                       help="growth model (default fisher-kolmogorov); mass-effect also deforms the brain "
+                            "(needs --csf with --wm/--gm)")
+    group.add_argument("--gamma", type=float, metavar="PA",
+                       help="mass-effect parameter gamma in Pa (0 = Fisher-Kolmogorov; the accepted range is in "
+                            "the docs)")
+    group.add_argument("--material", action="append", default=[], metavar="TISSUE=E,NU",
+                       help="Young's modulus (Pa) and Poisson's ratio of wm, gm, csf or tumor, e.g. csf=100,0.1 "
+                            "(repeatable; defaults from Subramanian et al. 2019)")
+    group.add_argument("--displacement-out", type=Path, metavar="FILE",
+                       help="displacement field (3-component vector image, mm, ITK/Slicer displacement-field "
+                            "convention: resampling a healthy image through it shows the shift)")
+    group.add_argument("--tissue-out", type=Path, metavar="DIR", help="deformed wm, gm, csf maps (.nii.gz) here")
+
+
+def _parse_materials(texts) -> dict:
+    """{tissue: Material} from --material TISSUE=E,NU values; InputError naming a malformed one."""
+    from .models.mass_effect import Material
+
+    materials = {}
+    for text in texts:
+        name, _, values = text.partition("=")
+        parts = values.split(",")
+        try:
+            young, poisson = (float(v) for v in parts)
+        except ValueError:
+            raise InputError(f"--material {text}: expected TISSUE=E,NU (Pa, dimensionless), "
+                             f"e.g. csf=100,0.1") from None
+        materials[name.strip().lower()] = Material(young, poisson)
+    return materials
 
 
 def _run_simulate(args) -> int:
@@ -132,7 +167,11 @@ def _run_simulate(args) -> int:
         raise InputError(f"--out {args.out}: unsupported extension (use one of {', '.join(SUPPORTED_SUFFIXES)})")
     if args.png is not None and args.png.suffix.lower() != ".png":
         raise InputError(f"--png {args.png}: the file name must end in .png")
-    _refuse_overwriting_inputs([args.out, args.png], [args.wm, args.gm, args.csf, args.t1])
+    mass_effect = _check_mass_effect_args(args)
+    tissue_outputs = ([args.tissue_out / f"{name}.nii.gz" for name in ("wm", "gm", "csf")]
+                      if args.tissue_out is not None else [])
+    _refuse_overwriting_inputs([args.out, args.png, args.displacement_out, *tissue_outputs],
+                               [args.wm, args.gm, args.csf, args.t1])
 
     tissue = load_tissue_maps(args.wm, args.gm, args.csf, args.t1)
     seed = Seed(ras_mm=tuple(args.seed_mm) if args.seed_mm else None,
@@ -149,12 +188,21 @@ def _run_simulate(args) -> int:
     else:
         bar = ProgressBar("simulating", enabled=not args.quiet)
         try:
-            density = simulate(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio, progress=bar)
+            if mass_effect is not None:
+                from .forward import simulate_mass_effect
+
+                deformed = simulate_mass_effect(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio,
+                                                progress=bar, **mass_effect)
+                density = deformed.density
+            else:
+                density = simulate(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio, progress=bar)
         finally:
             bar.close()
     elapsed = time.perf_counter() - started
 
     write_volume(density, args.out)
+    if mass_effect is not None:
+        _write_mass_effect_outputs(args, deformed, tissue_outputs)
     ml = density.geometry.voxel_volume_ml
     summary = {
         "output": str(args.out),
@@ -166,15 +214,74 @@ def _run_simulate(args) -> int:
         "volume_ml_c>=0.6": round(float((density.array >= 0.6).sum() * ml), 2),
         "seconds": round(elapsed, 3),
     }
+    if mass_effect is not None:
+        summary.update(_mass_effect_summary(args, deformed, mass_effect))
     if args.png is not None:
         background = tissue.background if tissue.background is not None else tissue.wm
         model = "Fisher-Kolmogorov (surrogate)" if args.solver == "surrogate" else "Fisher-Kolmogorov"
+        if mass_effect is not None:
+            model = f"mass effect (γ={mass_effect['gamma_pa']:g} Pa)"
         title = (f"{model}  Dw={args.dw} mm²/day  ρ={args.rho} /day  T={args.days} days  "
                  f"Dw/Dg={args.ratio}  seed RAS {summary['seed_ras_mm']} mm")
         density_overview(density, background, seed_index, args.png, title=title)
         summary["png"] = str(args.png)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _check_mass_effect_args(args) -> dict | None:
+    """The mass-effect keyword arguments of forward.simulate_mass_effect, or None for Fisher-Kolmogorov; flags of
+    the other model are refused, before any file is read."""
+    from .imaging.io import SUPPORTED_SUFFIXES
+    from .models.mass_effect import check_gamma, materials_with
+
+    given = [flag for flag, value in (("--gamma", args.gamma), ("--material", args.material),
+                                      ("--displacement-out", args.displacement_out),
+                                      ("--tissue-out", args.tissue_out)) if value]
+    if args.model != "mass-effect":
+        if given:
+            raise InputError(f"{given[0]} is for --model mass-effect")
+        return None
+    if args.solver != "numerical":
+        raise InputError("--model mass-effect runs with --solver numerical (the surrogate learned "
+                         "Fisher-Kolmogorov)")
+    if args.gamma is None:
+        raise InputError("--model mass-effect needs --gamma PA (the mass-effect parameter in Pa)")
+    if args.wm is not None and args.csf is None:
+        raise InputError("--model mass-effect needs --csf with --wm and --gm: without CSF the ventricles and "
+                         "sulci would be rigid")
+    out = args.displacement_out
+    if out is not None and not any(out.name.lower().endswith(s) for s in SUPPORTED_SUFFIXES):
+        raise InputError(f"--displacement-out {out}: unsupported extension (use one of "
+                         f"{', '.join(SUPPORTED_SUFFIXES)})")
+    if args.tissue_out is not None and args.tissue_out.exists() and not args.tissue_out.is_dir():
+        raise InputError(f"--tissue-out {args.tissue_out} is an existing file; give a folder")
+    return {"gamma_pa": check_gamma(args.gamma), "materials": materials_with(_parse_materials(args.material))}
+
+
+def _write_mass_effect_outputs(args, deformed, tissue_outputs) -> None:
+    from .imaging.io import write_volume
+
+    if args.displacement_out is not None:
+        deformed.displacement.write(args.displacement_out)
+    for path, volume in zip(tissue_outputs, (deformed.tissue.wm, deformed.tissue.gm, deformed.tissue.csf)):
+        write_volume(volume, path)
+
+
+def _mass_effect_summary(args, deformed, mass_effect) -> dict:
+    materials = {name: {"young_pa": m.young_pa, "poisson": m.poisson,
+                        "lambda_pa": round(m.lame_pa[0], 2), "mu_pa": round(m.lame_pa[1], 2)}
+                 for name, m in mass_effect["materials"].items()}
+    stats = deformed.stats
+    summary = {"model": "mass-effect", "gamma_pa": mass_effect["gamma_pa"], "materials": materials,
+               "max_displacement_mm": round(stats["max_displacement_mm"], 3),
+               "elasticity": {"solves": stats["elasticity_solves"], "cg_iterations": stats["cg_iterations"],
+                              "seconds": stats["elasticity_seconds"]}}
+    if args.displacement_out is not None:
+        summary["displacement_out"] = str(args.displacement_out)
+    if args.tissue_out is not None:
+        summary["tissue_out"] = str(args.tissue_out)
+    return summary
 
 
 def _add_plan(sub) -> None:

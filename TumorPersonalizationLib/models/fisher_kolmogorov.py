@@ -131,9 +131,11 @@ class Domain:
         Voxel size along i, j, k in mm.
     ratio : float
         Dw / Dg (10 by default; 100 is the other published choice).
+    crop_to : array_like of bool, shape (ni, nj, nk), optional
+        Compute on the bounding box of this mask (and the domain) instead of the domain's own box.
     """
 
-    def __init__(self, wm, gm, spacing_mm, ratio: float = 10.0):
+    def __init__(self, wm, gm, spacing_mm, ratio: float = 10.0, crop_to=None):
         wm, gm, spacing = _validate_tissue(wm, gm, spacing_mm)
         self.ratio = float(_positive("ratio", ratio))
         self.full_shape = wm.shape
@@ -142,19 +144,29 @@ class Domain:
         if not inside.any():
             raise InputError(f"tissue maps: no voxel has WM + GM >= {DOMAIN_THRESHOLD}; nothing to simulate in")
         self.inside = inside
-        nz = np.nonzero(inside)
+        # The crop is the domain's bounding box, or that of ``crop_to`` (a mask of the full grid containing the
+        # domain) for models whose tissue moves beyond the domain's initial box (the mass-effect model).
+        extent = inside if crop_to is None else (np.asarray(crop_to, dtype=bool) | inside)
+        nz = np.nonzero(extent)
         lo = np.array([a.min() for a in nz])
         hi = np.array([a.max() + 1 for a in nz])
         # One voxel of zero diffusivity all round, so kernels never index outside the array (zero flux at the edge).
         self.crop_lo, self.crop_hi = lo, hi
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        diffusivity = np.where(inside[box], wm[box] + gm[box] / self.ratio, 0.0).astype(np.float32)
-        self.diffusivity = np.pad(diffusivity, 1)
-        self.inside_padded = np.pad(inside[box], 1)
+        self.set_tissue(np.pad(wm[box], 1), np.pad(gm[box], 1))
+
+    def set_tissue(self, wm_padded: np.ndarray, gm_padded: np.ndarray) -> None:
+        """Diffusivity, domain mask and stability bound from WM / GM on the padded crop (the arrays' shape).
+
+        The mass-effect model calls this after each advection of the tissue; the rim of the arrays must be 0.
+        """
+        inside = (wm_padded.astype(np.float32) + gm_padded.astype(np.float32)) >= DOMAIN_THRESHOLD
+        self.inside_padded = inside
+        self.diffusivity = np.where(inside, wm_padded + gm_padded / self.ratio, 0.0).astype(np.float32)
         # Gershgorin bound on the largest eigenvalue of -L for Dw = 1: 2 * max_p sum_faces w * (d_p + d_q) / 2.
         d = self.diffusivity
         row = np.zeros_like(d)
-        for axis, h in enumerate(spacing):
+        for axis, h in enumerate(self.spacing_mm):
             lo_sl = [slice(None)] * 3
             hi_sl = [slice(None)] * 3
             lo_sl[axis] = slice(0, -1)
@@ -250,15 +262,32 @@ class Domain:
             raise InputError("give either seed_index or initial_density, not both")
         else:
             c = self._crop_initial(initial_density)
-        order = np.argsort(times)
         outputs = np.empty((len(times),) + tuple(self.full_shape), dtype=np.float32)
+
+        def record(index, state):
+            outputs[index] = self._embed(state.c)
+
+        state = self.integrate(c, times, dw, rho, record, steps=steps, progress=progress, parallel=parallel)
+        if stats is not None:
+            stats.update(steps=state.steps, stages=state.stages, voxel_updates=state.voxel_updates)
+        return outputs[0] if np.ndim(days) == 0 else outputs
+
+    def integrate(self, c, times, dw, rho, record, *, steps: StepSettings = DEFAULT_STEPS, progress=None,
+                  parallel: bool = True, after_step=None) -> "_State":
+        """Advance the padded-crop density ``c`` (modified in place) through the output ``times`` (days, any order).
+
+        ``record(index, state)`` is called when ``times[index]`` is reached; ``after_step(state, t, dt)`` after each
+        step (see :func:`_integrate_rkl2`). Parameters are checked by the caller. Returns the final state.
+        """
         if steps.method not in ("rk4", "rkl2"):
             raise InputError(f"steps.method must be 'rkl2' or 'rk4', got {steps.method!r}")
         integrate = _integrate_rk4 if steps.method == "rk4" else _integrate_rkl2
         kernel_set = kernels.PARALLEL if parallel else kernels.SERIAL
         if steps.method == "rk4":
+            if after_step is not None:
+                raise InputError("the rk4 reference integrator runs Fisher-Kolmogorov only")
             c = c.astype(np.float64)  # the reference is computed in double precision
-        t_end = float(times.max())
+        t_end = float(np.max(times))
 
         def report(t):
             if progress is not None:
@@ -266,13 +295,11 @@ class Domain:
 
         t_now = 0.0
         state = _State.start(c)
-        for idx in order:
-            integrate(self, state, dw, rho, t_now, times[idx], steps, kernel_set, report)
+        for idx in np.argsort(times):
+            integrate(self, state, dw, rho, t_now, times[idx], steps, kernel_set, report, after_step)
             t_now = times[idx]
-            outputs[idx] = self._embed(state.c)
-        if stats is not None:
-            stats.update(steps=state.steps, stages=state.stages, voxel_updates=state.voxel_updates)
-        return outputs[0] if np.ndim(days) == 0 else outputs
+            record(idx, state)
+        return state
 
     def simulate_batch(self, dw_mm2_per_day, rho_per_day, days, seed_index, *, steps: StepSettings = DEFAULT_STEPS,
                        workers: int | None = None, progress=None) -> np.ndarray:
@@ -397,11 +424,16 @@ def _step_schedule(t_start, t_end, dt):
     return remaining / n
 
 
-def _integrate_rkl2(domain: Domain, state: _State, dw, rho, t_start, t_end, steps: StepSettings, ks, report):
+def _integrate_rkl2(domain: Domain, state: _State, dw, rho, t_start, t_end, steps: StepSettings, ks, report,
+                    after_step=None):
+    """Advance ``state`` from t_start to t_end.
+
+    ``after_step(state, t, dt)``, if given, runs after every step and may change ``state.c`` and the domain's tissue
+    (:meth:`Domain.set_tissue`) in place: the mass-effect model moves both there.
+    """
     f32 = np.float32
     h2 = domain.spacing_mm ** 2
     wx, wy, wz = (f32(dw / h) for h in h2)
-    dt_euler = 2.0 / (dw * domain.lambda_max_per_dw) * _STABILITY_SAFETY
     c = state.c
     y0, ly0, ya, yb, yc = state.buffers
     n0 = c.shape[0]
@@ -416,6 +448,7 @@ def _integrate_rkl2(domain: Domain, state: _State, dw, rho, t_start, t_end, step
     t = t_start
     while t < t_end - 1e-9:
         dt_step = _step_schedule(t, t_end, min(dt, steps.max_step_days, max_reaction_step))
+        dt_euler = 2.0 / (dw * domain.lambda_max_per_dw) * _STABILITY_SAFETY  # the tissue may have moved
         s = rkl2_stage_count(dt_step, dt_euler)
         state.grow_box(s + 1)
         lo, hi = state.lo, state.hi
@@ -439,11 +472,14 @@ def _integrate_rkl2(domain: Domain, state: _State, dw, rho, t_start, t_end, step
         change = float(plane_change.max())
         factor = 2.0 if change <= 0 else min(2.0, max(0.25, 0.9 * steps.step_tolerance / change))
         dt = dt_step * factor
+        if after_step is not None:
+            after_step(state, t, dt_step)
         report(t)
     state.dt = dt
 
 
-def _integrate_rk4(domain: Domain, state: _State, dw, rho, t_start, t_end, steps: StepSettings, ks, report):
+def _integrate_rk4(domain: Domain, state: _State, dw, rho, t_start, t_end, steps: StepSettings, ks, report,
+                   after_step=None):
     """Classical RK4 on the unsplit equation over the whole crop; the reference for accuracy checks."""
     f64 = np.float64
     wx, wy, wz = (f64(dw / h) for h in domain.spacing_mm ** 2)
