@@ -85,7 +85,7 @@ def test_case_from_files_names_the_files(tmp_path):
 
 
 def test_registry_lists_every_method_with_its_settings():
-    assert methods.names() == ("lmi", "tmcmc")
+    assert methods.names() == ("lmi", "tmcmc", "npe")
     for entry in methods.available():
         module = methods.get(entry["name"])
         assert entry["summary"] and entry["inputs"]["required"][-2:] == ["t1gd", "flair"]
@@ -96,8 +96,8 @@ def test_registry_lists_every_method_with_its_settings():
         inputs = entry["inputs"]["required"] + entry["inputs"]["optional"]
         assert len(inputs) + len([f for f in entry["settings"] if f["flag"]]) <= 15
         assert module.Settings() == module.Settings.from_mapping({})
-    with pytest.raises(InputError, match="unknown method 'npe'; choose one of lmi, tmcmc"):
-        methods.get("npe")
+    with pytest.raises(InputError, match="unknown method 'abc'; choose one of lmi, tmcmc, npe"):
+        methods.get("abc")
 
 
 def test_listing_methods_imports_no_numerics():
@@ -110,7 +110,7 @@ def test_listing_methods_imports_no_numerics():
 def test_methods_json_lists_lmi_and_tmcmc(capsys):
     assert main(["methods", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)["methods"]
-    assert [m["name"] for m in listing] == ["lmi", "tmcmc"]
+    assert [m["name"] for m in listing] == ["lmi", "tmcmc", "npe"]
     tmcmc = {f["name"]: f for f in listing[1]["settings"]}
     assert tmcmc["samples"] == {"name": "samples", "default": 2048, "unit": "", "help": "TMCMC population per stage",
                                 "type": "int", "flag": "--samples", "choices": None}

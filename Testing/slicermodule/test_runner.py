@@ -34,13 +34,13 @@ def test_methods_come_from_the_registry():
     listing = json.loads(completed.stdout)["methods"]
     assert runner.methodsFromListing(listing) == runner.METHODS
     assert [m.label for m in runner.METHODS.values()] == [
-        "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)"]
+        "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)", "NPE (neural posterior)"]
     assert runner.METHODS["lmiRefine"].extraFlags == ("--refine",)
     assert runner.METHODS["tmcmc"].samplesPosterior and runner.METHODS["lmi"].registersAtlas
     # A method registered tomorrow appears with no change to the module; a preset must use a flag.
-    extra = dict(listing[-1], name="npe", variants=[{"key": "npe", "label": "NPE", "settings": {}}])
-    assert runner.methodsFromListing(listing + [extra])["npe"].cliMethod == "npe"
-    bad = dict(extra, variants=[{"key": "npe", "label": "NPE", "settings": {"grid_mm": 2.0}}])
+    extra = dict(listing[-1], name="abc", variants=[{"key": "abc", "label": "ABC", "settings": {}}])
+    assert runner.methodsFromListing(listing + [extra])["abc"].cliMethod == "abc"
+    bad = dict(extra, variants=[{"key": "abc", "label": "ABC", "settings": {"grid_mm": 2.0}}])
     with pytest.raises(ValueError, match="not a command-line flag"):
         runner.methodsFromListing([bad])
 

@@ -162,7 +162,10 @@ def build_prior(observation: Observation) -> BoxPrior:
     return BoxPrior(tuple(names), tuple(low), tuple(high), tuple(log_scale))
 
 
-def _roi_geometry(observation: Observation, margin_mm: float, grid_mm: float | None) -> Geometry:
+def roi_geometry(observation: Observation, margin_mm: float, grid_mm: float | None) -> Geometry:
+    """The region of interest of the module docstring: the FLAIR mask's bounding box grown by ``margin_mm``, on the
+    tissue grid's voxels (``grid_mm`` None) or on an isotropic ``grid_mm`` grid over the same box. Shared by TMCMC's
+    likelihood and NPE's simulator, so both simulate in the same box."""
     g = observation.flair.geometry
     box = bounding_box(observation.flair.array, np.ceil(margin_mm / np.asarray(g.spacing_mm)).astype(int))
     lo, hi = np.array([s.start for s in box]), np.array([s.stop for s in box])
@@ -210,7 +213,7 @@ class CalibrationProblem:
         self.prior = prior
         self.names = prior.names
         self.steps = steps
-        roi = _roi_geometry(observation, roi_margin_mm, grid_mm)
+        roi = roi_geometry(observation, roi_margin_mm, grid_mm)
         self.roi = roi
         take = lambda v: resample_smooth(v, roi)  # noqa: E731
         if forward == "surrogate":

@@ -19,7 +19,7 @@ from types import ModuleType
 
 from ..errors import InputError
 
-_MODULES = {"lmi": "lmi", "tmcmc": "tmcmc"}
+_MODULES = {"lmi": "lmi", "tmcmc": "tmcmc", "npe": "npe"}
 """Registered names -> module names in this package, in the order they are offered."""
 
 
@@ -100,7 +100,8 @@ def personalize(case, method: str = "lmi", *, settings=None, progress=None, canc
     ----------
     case : Case
     method : str
-        A registered name (:func:`names`): "lmi" (Learn-Morph-Infer) or "tmcmc" (Bayesian calibration).
+        A registered name (:func:`names`): "lmi" (Learn-Morph-Infer), "tmcmc" (Bayesian calibration) or "npe"
+        (neural posterior estimation).
     settings : Settings or dict, optional
         The method's settings; keyword arguments (``refine=True``) override single fields.
     progress : callable(fraction, message) or None

@@ -70,21 +70,6 @@ class Settings(MethodSettings):
         return FAST_SAMPLES if self.fast else self.samples
 
 
-def tissue_for(case):
-    """The patient's tissue maps, or the bundled atlas; the case's masks must lie on their grid."""
-    from ..imaging.atlas import load_atlas
-    from ..imaging.tissue import TissueMaps
-    from ..imaging.volume import require_same_grid
-
-    tissue = case.tissue
-    if tissue is None:
-        atlas = load_atlas()
-        tissue = TissueMaps(atlas.wm, atlas.gm, atlas.csf, atlas.t1, source="bundled ICBM152 2009a atlas (1.5 mm)")
-        reference = "the bundled atlas (1.5 mm; give the patient's WM/GM maps to calibrate on the patient's grid)"
-        require_same_grid(tissue.wm, reference, case.t1gd, case.name("t1gd"))
-    return tissue
-
-
 def personalize(case, settings: Settings = Settings(), progress=None, cancel=None):
     """Calibrate the Fisher-Kolmogorov model to ``case`` with TMCMC; returns a Personalization with posterior
     intervals, the posterior-predictive mean density and its standard deviation.
@@ -107,6 +92,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     from ..inference.likelihood import CalibrationProblem, Observation, build_prior
     from ..models.fisher_kolmogorov import StepSettings
     from ..personalization import Progress
+    from .sampled import tissue_for
 
     report_progress = Progress(progress, cancel)
     started = time.perf_counter()
@@ -147,21 +133,16 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
 
 def _result(case, tissue, result, prior, predictive, timings: dict, run: dict, settings: Settings):
     """The Personalization: parameters with intervals, the report, the mean / std / MAP densities."""
-    import numpy as np
-
-    from ..inference.posterior import summarise, with_derived
-    from ..personalization import Personalization
     from ..personalization.result import IDENTIFIABILITY_NOTE, SEED_NOTE
+    from .sampled import from_posterior, summarised
 
-    names, natural = with_derived(prior.names, result.natural)
-    parameters = summarise(names, natural, result.map_index)
-    draws = predictive.draws
+    names, natural, parameters = summarised(prior.names, result.natural, result.map_index)
     report = {
         "method": NAME,
         "parameters": parameters,
         "identifiability": IDENTIFIABILITY_NOTE,
         "seed_convention": SEED_NOTE,
-        "density_file": f"density.nii.gz = posterior-predictive mean over {len(draws)} posterior draws "
+        "density_file": f"density.nii.gz = posterior-predictive mean over {len(predictive.draws)} posterior draws "
                         f"({predictive.distinct} distinct); density_map.nii.gz = the MAP parameters' density",
         "log_evidence": result.log_evidence,
         "forward_runs": result.evaluations + predictive.simulations,
@@ -171,9 +152,5 @@ def _result(case, tissue, result, prior, predictive, timings: dict, run: dict, s
         "settings": {**settings.as_dict(), "n_samples": settings.population, **run,
                      "prior": {n: [lo, hi] for n, lo, hi in zip(prior.names, prior.low, prior.high)}},
     }
-    like = tissue.wm.like
-    return Personalization.create(
-        NAME, case, tissue, like(draws.mean(axis=0).astype(np.float32)), parameters, report,
-        margin_mm=settings.margin_mm, density_std=like(draws.std(axis=0).astype(np.float32)),
-        density_map=like(predictive.map_density), samples=natural, sample_names=names, predictive_samples=draws,
-        timings=timings)
+    return from_posterior(NAME, case, tissue, names, natural, parameters, report, predictive,
+                          margin_mm=settings.margin_mm, timings=timings)
