@@ -6,8 +6,8 @@
     .venv/bin/python bench/surrogate.py --smoke [--cases 4] [--wheel ...]
 
 The test cases are the config's ``test`` split (SRI24, never used for training or tuning): read from ``--data``'s
-``test_*.npz`` shards when given, else drawn here with the same code and seeds (``dataset.make_shard``), which gives
-the same cases. Each case is simulated again on SRI24's 2 mm grid, so the benchmark has the full-resolution truth and
+``test_*.npz`` shards when it has them, else drawn here with the same code and seeds (``dataset.make_shard``), which
+gives the same cases. Each case is simulated again on SRI24's 2 mm grid, so the benchmark has the full-resolution truth and
 the solver's time. Accuracy (thesis ch. 5: Dice at 0.2 / 0.4 / 0.8, MAE in WM / GM / CSF, MAE in the tumor area):
 
 - ``crop grid``: the network's output against the solver's density on the crop grid (the thesis' protocol);
@@ -66,7 +66,7 @@ def untrained_surrogate(config: dict) -> Surrogate:
 
 def test_cases(config: dict, data: Path | None, cases: int, maps: np.ndarray) -> dict:
     """Parameters, seeds and crops of the first ``cases`` test cases (from shards, or drawn as the shards are)."""
-    if data is not None:
+    if data is not None and dataset.shard_path(data, "test", 0).exists():
         dataset.check_manifest(data, config)
         return dataset.load_split(data, "test", limit=cases)
     shards = []
