@@ -4,6 +4,8 @@
     .venv/bin/python bench/tmcmc.py --fast     # what `personalize --method tmcmc --fast` runs: 320 samples per stage
     .venv/bin/python bench/tmcmc.py --pet      # add a synthetic FET-PET (b u + noise)
     .venv/bin/python bench/tmcmc.py --grid-mm 3 --thresholded   # a coarser model grid / hard-threshold masks
+    .venv/bin/python bench/tmcmc.py --fast --forward surrogate  # the likelihood on the neural surrogate
+    .venv/bin/python bench/tmcmc.py --fast --compare-forward    # both; the posterior shift in numerical stds
 
 The case: Dw = 0.3 mm^2/day, rho = 0.03 /day, T = 250 days, seed at RAS (-25, -10, 20) mm in the bundled atlas;
 T1Gd and FLAIR masks drawn from the thesis' Bernoulli observation model (u_c = 0.7 / 0.25, sigma_alpha = 0.05), or
@@ -39,6 +41,9 @@ def main(argv=None) -> int:
     parser.add_argument("--grid-mm", type=float)
     parser.add_argument("--workers", type=int)
     parser.add_argument("--out", type=Path, help="also write the outputs of `personalize` here")
+    parser.add_argument("--forward", choices=("numerical", "surrogate"), default="numerical")
+    parser.add_argument("--compare-forward", action="store_true",
+                        help="run with the numerical solver, then the surrogate: posterior shift and time ratio")
     args = parser.parse_args(argv)
 
     tissue = load_tissue_maps()
@@ -46,8 +51,19 @@ def main(argv=None) -> int:
                           uc_flair=0.25, sigma_alpha=None if args.thresholded else 0.05,
                           pet_b=0.9 if args.pet else None, pet_sigma=0.05)
     patient = Case.from_volumes(case.t1gd, case.flair, pet=case.pet)  # on the atlas grid: calibrated in the atlas
-    settings = tmcmc.Settings(samples=args.samples or tmcmc.DEFAULT_SAMPLES, fast=args.fast and not args.samples,
-                              workers=args.workers, grid_mm=args.grid_mm)
+    runs = {}
+    for forward in (("numerical", "surrogate") if args.compare_forward else (args.forward,)):
+        settings = tmcmc.Settings(samples=args.samples or tmcmc.DEFAULT_SAMPLES, fast=args.fast and not args.samples,
+                                  workers=args.workers, grid_mm=args.grid_mm, forward=forward)
+        print(f"--- forward model: {forward}")
+        runs[forward] = run(patient, case, settings, args)
+    if args.compare_forward:
+        print_shift(runs)
+    return 0
+
+
+def run(patient, case, settings, args):
+    """One calibration with its cost and recovery lines; returns (result, wall seconds)."""
     n = settings.population
     started = time.perf_counter()
     result = tmcmc.personalize(patient, settings)
@@ -75,8 +91,21 @@ def main(argv=None) -> int:
     print(f"recovery {'PASSED' if ok else 'FAILED'}: mu1, mu2 and seed inside their 95% intervals, "
           f"MAP Dice >= 0.9")
     if args.out is not None:
-        result.write(args.out, truth=case.truth)
-    return 0
+        result.write(args.out / settings.forward if args.compare_forward else args.out, truth=case.truth)
+    return result, wall
+
+
+def print_shift(runs: dict) -> None:
+    """How far the surrogate's posterior mean lies from the numerical one, in the numerical posterior's std."""
+    (numerical, wall_n), (surrogate, wall_s) = runs["numerical"], runs["surrogate"]
+    column = lambda result, name: result.samples[:, list(result.sample_names).index(name)]  # noqa: E731
+    print("posterior shift, surrogate against numerical (mean difference / numerical std):")
+    for name in ("mu1", "mu2", "x", "y", "z"):
+        reference = column(numerical, name)
+        shift = (column(surrogate, name).mean() - reference.mean()) / reference.std()
+        print(f"  {name:4s} numerical {reference.mean():9.4f} +- {reference.std():.4f}   surrogate "
+              f"{column(surrogate, name).mean():9.4f} +- {column(surrogate, name).std():.4f}   shift {shift:+.2f} std")
+    print(f"wall time: surrogate / numerical = {wall_s:.0f} s / {wall_n:.0f} s = {wall_s / wall_n:.2f}")
 
 
 if __name__ == "__main__":
