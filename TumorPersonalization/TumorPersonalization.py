@@ -663,9 +663,11 @@ class TumorPersonalizationTest(ScriptedLoadableModuleTest):
 
     def test_methods_listed(self):
         labels = [PersonalizationMethod.label(m) for m in PersonalizationMethod]
-        self.assertEqual(labels, ["Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)"])
+        self.assertEqual(labels, ["Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)",
+                                  "NPE (neural posterior)"])
         logic = TumorPersonalizationLogic()
         self.assertIsNone(logic.methodUnavailableReason("tmcmc"))
+        self.assertIsNone(logic.methodUnavailableReason("npe"))
         for key in ("lmi", "lmiRefine"):
             self.assertIsNone(logic.methodUnavailableReason(key))
         self.delayDisplay("methods listed")

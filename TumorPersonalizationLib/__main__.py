@@ -1,15 +1,7 @@
-import signal
-import sys
-
 from .cli import main
+from .errors import run_script
 
-
-def _interrupt(signum, frame):
-    # Cancel in the Slicer module terminates this process: end like Ctrl-C (temporary files removed, exit 130).
-    raise KeyboardInterrupt
-
-
-# The guard matters: worker processes started with "spawn" import this module again as __mp_main__.
+# The guard matters: worker processes started with "spawn" import this module again as __mp_main__. run_script ends
+# on SIGTERM as on Ctrl-C (Cancel in the Slicer module terminates this process: temporary files removed, exit 130).
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)
-    sys.exit(main())
+    run_script(main)

@@ -299,7 +299,8 @@ def test_scheduler_and_worker_processes_interrupt_and_resume_in_the_predict_gbm_
             "--settings", str(cheap_settings), "--quiet"]
     work = mlcube_out / ".tumorpersonalization"
 
-    # Run the container's entry point in a process and interrupt it (SIGINT, as Ctrl-C) once a patient finished.
+    # Run the container's entry point in a process and stop it as `docker stop` does (SIGTERM) once a patient
+    # finished. (Not SIGINT: a shell that starts the tests in the background makes its children ignore SIGINT.)
     process = subprocess.Popen([sys.executable, "-m", "TumorPersonalizationLib.cohort.predict_gbm", *args],
                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -308,7 +309,7 @@ def test_scheduler_and_worker_processes_interrupt_and_resume_in_the_predict_gbm_
         while not list(work.glob(f"*/{record.RECORD_NAME}")) and process.poll() is None:
             assert time.monotonic() < deadline, "no patient finished in 120 s"
             time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

@@ -66,4 +66,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..errors import run_script
+
+    run_script(main)  # a container is stopped with SIGTERM: end as Ctrl-C does, with no half-written patient
