@@ -113,7 +113,7 @@ def score_cases(surrogate: Surrogate, instance: dataset.AnatomyInstance, data: d
 
 def score_training_anatomies(surrogate: Surrogate, data: Path, config: dict, cases: int) -> dict:
     """Crop-grid scores on the validation split: the training anatomies (MNI, Colin27, deformed), unseen cases."""
-    val = dataset.load_split(data, "val", limit=cases)
+    val = dataset.load_split(data, "val", limit=min(cases, int(config["dataset"]["cases"]["val"])))
     tissue_crops = dataset.dequantise_tissue(val["tissue"])
     predicted = surrogate.predict_crops(tissue_crops, val["parameters"])
     spacing = (float(config["crop"]["spacing_mm"]),) * 3
