@@ -11,7 +11,6 @@ folding).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from forward import timed  # noqa: E402  (bench/forward.py: median wall time of repeated runs)
 
 from TumorPersonalizationLib.imaging.tissue import load_tissue_maps, regrid_tissue  # noqa: E402
 from TumorPersonalizationLib.models import fisher_kolmogorov as fk  # noqa: E402
@@ -34,15 +36,6 @@ def crop_around(array: np.ndarray, centre, size: int):
     array = np.pad(array, [(0, max(0, size - n)) for n in array.shape])
     lo = np.clip(np.rint(centre).astype(int) - size // 2, 0, np.asarray(array.shape) - size)
     return array[tuple(slice(a, a + size) for a in lo)], lo
-
-
-def timed(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def bench_case(label: str, wm, gm, csf, spacing, seed, gamma: float, repeats: int, factor=None) -> None:
