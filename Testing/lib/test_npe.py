@@ -261,7 +261,7 @@ def test_bad_input_is_one_line(tmp_path, phantom_case, capsys):
 
 def test_amortised_data_and_training(tmp_path):
     from TumorPersonalizationLib.npe.training import dataset
-    from TumorPersonalizationLib.npe.training.train import train_amortised
+    from TumorPersonalizationLib.npe.training.train import checkpoint_path, train_amortised
 
     config = dict(TINY, training=dict(TINY["training"], max_epochs=2),
                   dataset={"seed": 1, "shard_size": 6, "cases": {"train": 6, "val": 3, "test": 3},
@@ -282,5 +282,14 @@ def test_amortised_data_and_training(tmp_path):
         dataset.write_shard(shard, dataset.shard_path(tmp_path, split, 0))
     record = train_amortised(config, tmp_path, tmp_path / "npe.pt", val_cases=3, log=lambda text: None)
     assert record["cases"] == 6 and set(record["val_coverage"]) == {"0.5", "0.9"}
+    assert record["epochs"] == 2 and not checkpoint_path(tmp_path / "npe.pt").exists()
     estimator, saved = est.load_weights(tmp_path / "npe.pt")
     assert saved["names"] == ["mu1", "mu2", "di", "dj", "dk", "uc_T1Gd", "uc_FLAIR"] and saved["in_channels"] == 4
+    # Stopped after every epoch and resumed from the checkpoint, training ends where the uninterrupted run did.
+    resumed = tmp_path / "resumed.pt"
+    assert train_amortised(config, tmp_path, resumed, val_cases=0, max_minutes=0, log=lambda text: None) is None
+    assert checkpoint_path(resumed).exists() and not resumed.exists()
+    again = train_amortised(config, tmp_path, resumed, val_cases=0, max_minutes=0, log=lambda text: None)
+    assert again["epochs"] == 2 and again["validation_loss"] == record["validation_loss"]
+    for name, value in est.load_weights(resumed)[0].state_dict().items():
+        torch.testing.assert_close(value, estimator.state_dict()[name], rtol=0, atol=0)

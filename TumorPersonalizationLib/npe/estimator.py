@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import atomic_path
 
 WEIGHTS_KEYS = {"state_dict", "config", "names", "in_channels", "low", "high"}
 
@@ -163,10 +164,10 @@ def save_weights(path, estimator, config: dict, names, in_channels: int, low, hi
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": estimator.state_dict(), "config": config, "names": list(names),
-                "in_channels": int(in_channels), "low": [float(v) for v in low], "high": [float(v) for v in high],
-                **(extra or {})}, path)
+    with atomic_path(path, ".pt") as tmp:
+        torch.save({"state_dict": estimator.state_dict(), "config": config, "names": list(names),
+                    "in_channels": int(in_channels), "low": [float(v) for v in low], "high": [float(v) for v in high],
+                    **(extra or {})}, tmp)
     return path
 
 
