@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from TumorPersonalizationLib.cli import main
+from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.imaging import Geometry, Volume, read_volume, write_volume
 from TumorPersonalizationLib.imaging.tissue import TissueMaps
 from TumorPersonalizationLib.methods import tmcmc
@@ -51,6 +52,36 @@ def test_tmcmc_personalization_writes_every_output(tmp_path, phantom_case):
     overlap = np.logical_and(result.density_map.array >= 0.25, truth >= 0.25).sum() * 2 / (
         (result.density_map.array >= 0.25).sum() + (truth >= 0.25).sum())
     assert overlap > 0.8
+
+
+def test_multifidelity_tmcmc_switches_grids_and_finds_the_tumor(phantom_case):
+    tissue, case = phantom_case
+    patient = Case.from_volumes(case.t1gd, case.flair, wm=tissue.wm, gm=tissue.gm, csf=tissue.csf)
+    messages = []
+    result = tmcmc.personalize(patient, tmcmc.Settings(samples=96, workers=1, predictive_draws=4,
+                                                       coarse_grid_mm=4.0, switch_beta=0.01),
+                               progress=lambda fraction, message: messages.append((fraction, message)))
+    report = result.report
+    assert [f for f, _ in messages] == sorted(f for f, _ in messages)
+    assert any("coarse grid" in m for _, m in messages) and any("fine grid" in m for _, m in messages)
+    assert report["settings"]["coarse_grid_mm"] == [4.0] * 3 and report["settings"]["grid_mm"] == [2.0] * 3
+    runs = report["forward_runs_by_grid"]
+    assert runs["coarse"] > 0 and runs["fine"] > 0
+    assert report["forward_runs"] == runs["coarse"] + runs["fine"] + runs["posterior_predictive"]
+    phases = [s["phase"] for s in report["stages"]]
+    assert phases[0] == "coarse" and "bridge" in phases and phases[-1] == "fine"
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(report["stages"], report["stages"][1:]))
+    truth = case.density.array
+    overlap = np.logical_and(result.density_map.array >= 0.25, truth >= 0.25).sum() * 2 / (
+        (result.density_map.array >= 0.25).sum() + (truth >= 0.25).sum())
+    assert overlap > 0.8
+
+
+def test_multifidelity_settings_are_checked():
+    with pytest.raises(InputError, match="coarser than grid_mm"):
+        tmcmc.Settings(grid_mm=3.0, coarse_grid_mm=2.0).check()
+    with pytest.raises(InputError, match="numerical forward model"):
+        tmcmc.Settings(forward="surrogate", coarse_grid_mm=4.0).check()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from scipy.stats import multivariate_normal
 from TumorPersonalizationLib.errors import InputError
 from TumorPersonalizationLib.execution import DaskExecutor, InlineExecutor, LocalPoolExecutor, make_executor
 from TumorPersonalizationLib.inference import tmcmc
+from TumorPersonalizationLib.inference.likelihood import FidelityPair
 from TumorPersonalizationLib.inference.priors import BoxPrior
 
 BOX = BoxPrior(("a", "b"), (-10.0, -10.0), (10.0, 10.0), (False, False))
@@ -167,3 +168,71 @@ def test_a_script_pool_ends_its_workers_when_the_script_is_interrupted():
     assert len(processes) == 2 and not any(p.is_alive() for p in processes)
     assert time.perf_counter() - started < 10
     assert not any(f.done() and not f.cancelled() and f.exception() is None for f in futures)  # none ran to its end
+
+
+class ShiftedGaussian:
+    """A sharp normalised Gaussian likelihood, optionally biased: its mean moved by ``shift`` of its stds and its
+    covariance widened by ``widen`` (a coarse grid's likelihood stands in for the fine one this way)."""
+
+    mean = np.array([1.0, -2.0])
+    cov = 0.01 * np.array([[1.0, 0.8], [0.8, 2.0]])
+
+    def __init__(self, shift=0.0, widen=1.0):
+        self.calls = 0
+        self.density = multivariate_normal(self.mean + shift * np.sqrt(np.diag(self.cov)), widen * self.cov)
+
+    def __call__(self, z):
+        self.calls += len(z)
+        return self.density.logpdf(np.atleast_2d(z)).reshape(-1)
+
+
+def test_multifidelity_samples_the_fine_posterior_despite_a_biased_coarse_likelihood():
+    fine, coarse = ShiftedGaussian(), ShiftedGaussian(shift=2.0, widen=2.0)
+    result = tmcmc.sample(fine, BOX, n_samples=2048, seed=6, coarse_log_likelihood=coarse, switch_beta=0.05)
+    x = result.natural
+    standard_error = np.sqrt(np.diag(fine.cov) / (len(x) / 4))
+    assert np.all(np.abs(x.mean(axis=0) - fine.mean) < 4 * standard_error)
+    np.testing.assert_allclose(np.cov(x.T), fine.cov, atol=0.15 * 0.02)
+    assert [s.phase for s in result.stages][0] == "coarse" and result.stages[-1].phase == "fine"
+    assert {s.phase for s in result.stages} == {"coarse", "bridge", "fine"}
+    assert result.evaluations_by_grid == {"coarse": coarse.calls, "fine": fine.calls}
+    np.testing.assert_allclose(result.log_likelihood, fine(result.samples))  # the reported values are the fine ones
+    # Cheaper on the fine grid than sampling it alone, with the same population.
+    fine_only = ShiftedGaussian()
+    tmcmc.sample(fine_only, BOX, n_samples=2048, seed=6)
+    assert fine.calls < 0.6 * fine_only.calls
+
+
+def test_multifidelity_restores_mode_weights_the_coarse_likelihood_gets_wrong():
+    def reversed_weights(z):  # the coarse model puts 70 % on the wrong mode
+        low = multivariate_normal([-3.0, 0.0], 0.3 * np.eye(2)).logpdf(z)
+        high = multivariate_normal([3.0, 1.0], 0.3 * np.eye(2)).logpdf(z)
+        return np.logaddexp(np.log(0.7) + low, np.log(0.3) + high).reshape(-1)
+
+    result = tmcmc.sample(bimodal, BOX, n_samples=2048, seed=7, coarse_log_likelihood=reversed_weights,
+                          switch_beta=0.1)
+    assert np.mean(result.natural[:, 0] < 0) == pytest.approx(0.3, abs=0.05)
+
+
+def test_multifidelity_switch_must_lie_inside_the_path():
+    with pytest.raises(InputError, match="switch_beta"):
+        tmcmc.sample(bimodal, BOX, n_samples=64, coarse_log_likelihood=bimodal, switch_beta=1.0)
+
+
+class Constant:
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, z):
+        return np.full(len(z), self.value) + np.asarray(z)[:, 0]
+
+
+def test_fidelity_pair_routes_each_row_to_its_grid_through_one_pool():
+    pair = FidelityPair(Constant(-100.0), Constant(-1.0))
+    z = np.array([[0.5, 0.0], [1.5, 0.0], [2.5, 0.0]])
+    executor = LocalPoolExecutor(pair, workers=2)
+    try:
+        np.testing.assert_allclose(FidelityPair.on(executor, FidelityPair.COARSE)(z), [-99.5, -98.5, -97.5])
+        np.testing.assert_allclose(FidelityPair.on(executor, FidelityPair.FINE)(z), [-0.5, 0.5, 1.5])
+    finally:
+        executor.close()

@@ -277,3 +277,33 @@ class CalibrationProblem:
             for n, u in zip(block, densities):
                 out[n] = self.log_likelihood_of_density(u, points[n])
         return out
+
+
+class FidelityPair:
+    """One likelihood on two grids as one picklable batch function, so that one executor (one process pool or
+    Dask client) serves both: a batch's last column says which grid (0: coarse, 1: fine) evaluates its rows.
+
+    Parameters
+    ----------
+    coarse, fine : CalibrationProblem
+        The same observation and prior on a coarse calibration grid and on the data's grid.
+    """
+
+    COARSE, FINE = 0.0, 1.0
+
+    def __init__(self, coarse: CalibrationProblem, fine: CalibrationProblem):
+        self.coarse, self.fine = coarse, fine
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.atleast_2d(batch)
+        out = np.full(len(batch), -np.inf)
+        for level, problem in ((self.COARSE, self.coarse), (self.FINE, self.fine)):
+            rows = batch[:, -1] == level
+            if rows.any():
+                out[rows] = problem(batch[rows, :-1])
+        return out
+
+    @classmethod
+    def on(cls, executor, level: float):
+        """``z -> log likelihoods`` on one grid through ``executor`` (which runs a FidelityPair)."""
+        return lambda z: executor(np.column_stack([np.atleast_2d(z), np.full(len(z), level)]))

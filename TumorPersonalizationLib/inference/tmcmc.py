@@ -18,6 +18,7 @@ stage's 2048 forward simulations run in parallel. Reproducible for a given ``see
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,13 +30,20 @@ from .priors import BoxPrior
 
 @dataclass
 class StageRecord:
-    """One tempering stage: exponent reached, evidence increment, acceptance and proposal scale, evaluations."""
+    """One tempering stage: exponent reached (β, or in the bridge the fraction of the way from the coarse to the
+    fine likelihood), evidence increment, acceptance and proposal scale, cumulative evaluations (all, coarse,
+    fine), the wall time since sampling started and the phase ("fine", or "coarse" / "bridge" in a multi-fidelity
+    run)."""
 
     beta: float
     log_evidence_increment: float
     acceptance: float
     proposal_scale: float
     evaluations: int
+    phase: str = "fine"
+    coarse_evaluations: int = 0
+    fine_evaluations: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -48,6 +56,7 @@ class TMCMCResult:
     log_evidence: float
     stages: list = field(default_factory=list)
     evaluations: int = 0
+    evaluations_by_grid: dict = field(default_factory=dict)  # {"coarse": n, "fine": n}
 
     @property
     def natural(self) -> np.ndarray:
@@ -74,17 +83,17 @@ class TMCMCResult:
         return out
 
 
-def _next_beta(log_l: np.ndarray, beta: float, target_cov: float) -> float:
-    """Largest step in β (bisection in [beta, 1]) whose weights have coefficient of variation <= target_cov."""
+def _next_beta(log_l: np.ndarray, beta: float, target_cov: float, end: float = 1.0) -> float:
+    """Largest step in β (bisection in [beta, end]) whose weights have coefficient of variation <= target_cov."""
 
     def cov(next_beta):
         logw = (next_beta - beta) * log_l
         w = np.exp(logw - logw.max())
         return w.std() / w.mean()
 
-    if cov(1.0) <= target_cov:
-        return 1.0
-    lo, hi = beta, 1.0
+    if cov(end) <= target_cov:
+        return end
+    lo, hi = beta, end
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         if cov(mid) > target_cov:
@@ -94,35 +103,95 @@ def _next_beta(log_l: np.ndarray, beta: float, target_cov: float) -> float:
     return max(lo, beta + 1e-12)
 
 
-def _metropolis(log_likelihood, prior, z, log_l, beta, chol, steps, rng):
-    """``steps`` Metropolis sweeps over the population targeting prior * L^beta; returns the moved population,
-    its log likelihoods, the number of accepted moves and of likelihood evaluations."""
+def _metropolis(fine, coarse, prior, z, log_l, exponents, chol, steps, rng):
+    """``steps`` Metropolis sweeps over the population targeting prior * L_c^a * L_f^b.
+
+    ``log_l`` is (n, 2): the coarse and fine log likelihoods of each point (column 0 unused without a coarse
+    model), ``exponents`` = (a, b). With a coarse model the moves use delayed acceptance (Christen & Fox 2005): a
+    proposal is first accepted or rejected on the coarse target prior * L_c^(a + b), and only the survivors are
+    simulated on the fine grid and corrected by (L_f / L_c)^b, so the chain targets the fine posterior exactly while
+    most rejected proposals cost a coarse run only. Returns the moved population, its log likelihoods, the accepted
+    moves and the coarse and fine evaluations.
+    """
     n = len(z)
+    a, b = exponents
     log_prior = prior.log_density(z)
-    accepted = used = 0
+    accepted, used = 0, np.zeros(2, dtype=int)
     for _ in range(steps):
         proposal = z + rng.standard_normal(z.shape) @ chol.T
         proposal_prior = prior.log_density(proposal)
-        inside = np.isfinite(proposal_prior)
-        proposal_l = np.full(n, -np.inf)
-        if inside.any():
-            proposal_l[inside] = np.asarray(log_likelihood(proposal[inside]), dtype=np.float64)
-            used += int(inside.sum())
-        proposal_l = np.where(np.isnan(proposal_l), -np.inf, proposal_l)
+        proposal_l = np.full((n, 2), -np.inf)
+        passed = np.isfinite(proposal_prior)
+        if coarse is not None:
+            proposal_l[passed, 0] = _evaluate(coarse, proposal[passed])
+            used[0] += int(passed.sum())
+            with np.errstate(invalid="ignore"):
+                screen = (a + b) * (proposal_l[:, 0] - log_l[:, 0]) + proposal_prior - log_prior
+            passed = np.isfinite(proposal_l[:, 0]) & (np.log(rng.uniform(size=n)) < np.where(passed, screen, -np.inf))
+        if b > 0.0 and passed.any():
+            proposal_l[passed, 1] = _evaluate(fine, proposal[passed])
+            used[1] += int(passed.sum())
         with np.errstate(invalid="ignore"):
-            log_ratio = beta * (proposal_l - log_l) + proposal_prior - log_prior
-        log_ratio = np.where(np.isfinite(proposal_l), log_ratio, -np.inf)
-        accept = np.log(rng.uniform(size=n)) < log_ratio
+            if coarse is None:
+                log_ratio = b * (proposal_l[:, 1] - log_l[:, 1]) + proposal_prior - log_prior
+            elif b > 0.0:
+                log_ratio = b * ((proposal_l[:, 1] - proposal_l[:, 0]) - (log_l[:, 1] - log_l[:, 0]))
+            else:  # the coarse target is the target: the screening was the whole test
+                log_ratio = np.zeros(n)
+        valid = passed & np.isfinite(proposal_l[:, 1] if b > 0.0 else proposal_l[:, 0])
+        accept = valid & (np.log(rng.uniform(size=n)) < np.where(valid, log_ratio, -np.inf))
         z, log_l, log_prior = z.copy(), log_l.copy(), log_prior.copy()
         z[accept], log_l[accept], log_prior[accept] = proposal[accept], proposal_l[accept], proposal_prior[accept]
         accepted += int(accept.sum())
     return z, log_l, accepted, used
 
 
+def _evaluate(log_likelihood, z: np.ndarray) -> np.ndarray:
+    """Log likelihoods of a batch (NaN read as -inf); an empty batch costs nothing."""
+    if len(z) == 0:
+        return np.zeros(0)
+    values = np.asarray(log_likelihood(z), dtype=np.float64)
+    return np.where(np.isnan(values), -np.inf, values)
+
+
+@dataclass
+class _Phase:
+    """A stretch of the tempering path on which the exponents (a, b) of L_c^a L_f^b are linear in t in
+    [t0, t1]: (a, b) = start + t * slope. ``name`` is what the progress and the stage records show."""
+
+    name: str
+    t0: float
+    t1: float
+    start: tuple
+    slope: tuple
+
+    def exponents(self, t: float) -> tuple:
+        return (self.start[0] + t * self.slope[0], self.start[1] + t * self.slope[1])
+
+    def increment(self, log_l: np.ndarray) -> np.ndarray:
+        """Per point, d(log weight)/dt: the log likelihoods weighted by the slope (-inf stays -inf)."""
+        out = np.zeros(len(log_l))
+        for column, slope in enumerate(self.slope):
+            if slope != 0.0:
+                out = out + slope * log_l[:, column]
+        return out
+
+
+def _phases(coarse: bool, switch_beta: float) -> list:
+    """Single fidelity: beta from 0 to 1 on the fine likelihood. Multi-fidelity: beta from 0 to ``switch_beta`` on
+    the coarse likelihood, a bridge at fixed beta from the coarse to the fine likelihood (tempered like a stage, so
+    the importance weights never degenerate, however biased the coarse grid), then beta on to 1 on the fine one."""
+    if not coarse:
+        return [_Phase("fine", 0.0, 1.0, (0.0, 0.0), (0.0, 1.0))]
+    s = switch_beta
+    return [_Phase("coarse", 0.0, s, (0.0, 0.0), (1.0, 0.0)), _Phase("bridge", 0.0, 1.0, (s, 0.0), (-s, s)),
+            _Phase("fine", s, 1.0, (0.0, 0.0), (0.0, 1.0))]
+
+
 def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int = 0, target_cov: float = 1.0,
            mcmc_steps: int = 1, final_steps: int = 2, proposal_scale: float = 0.2, max_stages: int = 200,
-           progress=None) -> TMCMCResult:
-    """Sample the posterior prior(θ) L(θ) with Transitional MCMC.
+           coarse_log_likelihood=None, switch_beta: float = 1e-3, progress=None) -> TMCMCResult:
+    """Sample the posterior prior(θ) L(θ) with Transitional MCMC, optionally multi-fidelity.
 
     Parameters
     ----------
@@ -144,44 +213,69 @@ def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int 
         Initial scale of the proposal covariance relative to the population covariance; adapted each stage.
     max_stages : int
         Give up (InputError) if β has not reached 1 after this many stages.
-    progress : callable(beta: float, stage: int) or None
-        Called after each stage; may raise :class:`~TumorPersonalizationLib.errors.Cancelled`.
+    coarse_log_likelihood : callable, optional
+        A cheaper approximation of ``log_likelihood`` (e.g. the same model on a coarser grid), same signature.
+        Given, the stages up to ``switch_beta`` run on it alone, a bridge carries the population over to the fine
+        likelihood, and the later stages screen every move on it first (delayed acceptance). The result is a
+        sample of the fine posterior however biased the coarse likelihood is; points where the coarse likelihood
+        is -inf are never visited.
+    switch_beta : float
+        β at which the coarse stages hand over to the fine likelihood.
+    progress : callable(beta: float, stage: int, phase: str) or None
+        Called after each stage (``phase``: "coarse", "bridge" or "fine"; beta is the tempering exponent of the
+        phase's likelihood); may raise :class:`~TumorPersonalizationLib.errors.Cancelled`.
     """
     if n_samples < 2 * prior.dim:
         raise InputError(f"n_samples must be at least twice the number of parameters ({2 * prior.dim})")
+    if not 0.0 < switch_beta < 1.0:
+        raise InputError(f"switch_beta must lie in (0, 1), not {switch_beta}")
+    coarse = coarse_log_likelihood
+    started = time.perf_counter()
     rng = np.random.default_rng(seed)
     z = prior.sample(n_samples, rng)
-    log_l = np.asarray(log_likelihood(z), dtype=np.float64)
-    evaluations = n_samples
-    if not np.any(np.isfinite(log_l)):
+    log_l = np.full((n_samples, 2), -np.inf)
+    log_l[:, 0 if coarse is not None else 1] = _evaluate(coarse if coarse is not None else log_likelihood, z)
+    evaluations = np.array([n_samples, 0] if coarse is not None else [0, n_samples])
+    if not np.any(np.isfinite(log_l).any(axis=1)):
         raise InputError("the likelihood is -inf for every prior sample; check the data and the prior ranges")
-    log_l = np.where(np.isnan(log_l), -np.inf, log_l)
-    beta, log_evidence, scale = 0.0, 0.0, proposal_scale
+    log_evidence, scale = 0.0, proposal_scale
     stages = []
-    while beta < 1.0:
-        if len(stages) >= max_stages:
-            raise InputError(f"TMCMC did not reach the posterior in {max_stages} stages (beta = {beta:.3g})")
-        finite = np.isfinite(log_l)
-        next_beta = _next_beta(np.where(finite, log_l, log_l[finite].min() - 1e6), beta, target_cov)
-        logw = np.where(finite, (next_beta - beta) * np.where(finite, log_l, 0.0), -np.inf)
-        increment = float(logsumexp(logw) - np.log(n_samples))
-        log_evidence += increment
-        weights = np.exp(logw - logsumexp(logw))
-        mean = weights @ z
-        centred = z - mean
-        covariance = (weights[:, None] * centred).T @ centred
-        covariance += 1e-12 * np.eye(prior.dim) * max(1.0, float(np.trace(covariance)))
-        chosen = rng.choice(n_samples, size=n_samples, p=weights)
-        z, log_l = z[chosen].copy(), log_l[chosen].copy()
-        chol = np.linalg.cholesky(scale ** 2 * covariance)
-        steps = mcmc_steps + (final_steps if next_beta >= 1.0 else 0)
-        z, log_l, accepted, used = _metropolis(log_likelihood, prior, z, log_l, next_beta, chol, steps, rng)
-        evaluations += used
-        acceptance = accepted / (steps * n_samples)
-        stages.append(StageRecord(next_beta, increment, acceptance, scale, evaluations))
-        # Betz et al. (2016): grow the proposal when many moves are accepted, shrink it when few are.
-        scale = float(np.clip(scale * np.exp(2.0 * (acceptance - 0.23)), 0.02, 2.0))
-        beta = next_beta
-        if progress is not None:
-            progress(beta, len(stages))
-    return TMCMCResult(prior, z, log_l, log_evidence, stages, evaluations)
+    for phase in _phases(coarse is not None, switch_beta):
+        if phase.name == "bridge":  # the population's fine likelihoods, once
+            log_l[:, 1] = _evaluate(log_likelihood, z)
+            evaluations[1] += n_samples
+        t = phase.t0
+        while t < phase.t1:
+            if len(stages) >= max_stages:
+                raise InputError(f"TMCMC did not reach the posterior in {max_stages} stages (beta = {t:.3g})")
+            g = phase.increment(log_l)
+            finite = np.isfinite(g)
+            if not finite.any():
+                raise InputError("the fine likelihood is -inf for every sample at the switch from the coarse grid")
+            next_t = _next_beta(np.where(finite, g, g[finite].min() - 1e6), t, target_cov, phase.t1)
+            logw = np.where(finite, (next_t - t) * np.where(finite, g, 0.0), -np.inf)
+            increment = float(logsumexp(logw) - np.log(n_samples))
+            log_evidence += increment
+            weights = np.exp(logw - logsumexp(logw))
+            mean = weights @ z
+            centred = z - mean
+            covariance = (weights[:, None] * centred).T @ centred
+            covariance += 1e-12 * np.eye(prior.dim) * max(1.0, float(np.trace(covariance)))
+            chosen = rng.choice(n_samples, size=n_samples, p=weights)
+            z, log_l = z[chosen].copy(), log_l[chosen].copy()
+            chol = np.linalg.cholesky(scale ** 2 * covariance)
+            last = phase.name == "fine" and next_t >= 1.0
+            steps = mcmc_steps + (final_steps if last else 0)
+            z, log_l, accepted, used = _metropolis(log_likelihood, coarse, prior, z, log_l, phase.exponents(next_t),
+                                                   chol, steps, rng)
+            evaluations += used
+            acceptance = accepted / (steps * n_samples)
+            stages.append(StageRecord(next_t, increment, acceptance, scale, int(evaluations.sum()), phase.name,
+                                      int(evaluations[0]), int(evaluations[1]), time.perf_counter() - started))
+            # Betz et al. (2016): grow the proposal when many moves are accepted, shrink it when few are.
+            scale = float(np.clip(scale * np.exp(2.0 * (acceptance - 0.23)), 0.02, 2.0))
+            t = next_t
+            if progress is not None:
+                progress(t if phase.name != "bridge" else switch_beta, len(stages), phase.name)
+    return TMCMCResult(prior, z, log_l[:, 1], log_evidence, stages, int(evaluations.sum()),
+                       {"coarse": int(evaluations[0]), "fine": int(evaluations[1])})

@@ -48,6 +48,11 @@ class Settings(MethodSettings):
                                          "evaluated", unit="mm", positive=True)
     step_tolerance: float = setting(0.15, "the solver's target maximum change of c per time step during "
                                           "sampling", positive=True)
+    coarse_grid_mm: float | None = setting(None, "multi-fidelity: run the early tempering stages on this coarser "
+                                                 "grid, then switch to the calibration grid (the posterior stays "
+                                                 "the fine grid's)", unit="mm", flag=True, positive=True)
+    switch_beta: float = setting(1e-3, "multi-fidelity: tempering exponent at which the coarse stages hand over "
+                                       "to the calibration grid", positive=True, maximum=0.5)
     mcmc_steps: int = setting(1, "Metropolis steps per sample and stage", minimum=1, maximum=100)
     predictive_draws: int = setting(32, "posterior draws simulated on the whole grid for the mean density, its "
                                         "standard deviation and the probabilistic plan", minimum=1, maximum=1000)
@@ -63,6 +68,11 @@ class Settings(MethodSettings):
             raise InputError("give samples (--samples) or fast (--fast), not both")
         if self.surrogate_weights is not None and self.forward != "surrogate":
             raise InputError("surrogate_weights is for forward = surrogate")
+        if self.coarse_grid_mm is not None and self.forward != "numerical":
+            raise InputError("coarse_grid_mm (--coarse-grid-mm) needs the numerical forward model")
+        if self.coarse_grid_mm is not None and self.grid_mm is not None and self.coarse_grid_mm <= self.grid_mm:
+            raise InputError(f"coarse_grid_mm ({self.coarse_grid_mm} mm) must be coarser than grid_mm "
+                             f"({self.grid_mm} mm)")
 
     @property
     def population(self) -> int:
@@ -84,12 +94,11 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     cancel : threading.Event or None
         Set it to stop at the next stage (raises Cancelled).
     """
-    import math
     import time
 
     from ..execution import make_executor
     from ..inference import posterior, tmcmc
-    from ..inference.likelihood import CalibrationProblem, Observation, build_prior
+    from ..inference.likelihood import CalibrationProblem, FidelityPair, Observation, build_prior
     from ..models.fisher_kolmogorov import StepSettings
     from ..personalization import Progress
     from .sampled import tissue_for
@@ -99,22 +108,35 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     tissue = tissue_for(case)
     observation = Observation(case.t1gd, case.flair, case.pet)
     prior = build_prior(observation)
+    steps = StepSettings(step_tolerance=settings.step_tolerance)
     problem = CalibrationProblem(tissue.wm, tissue.gm, observation, prior, ratio=settings.ratio,
-                                 roi_margin_mm=settings.roi_margin_mm, grid_mm=settings.grid_mm,
-                                 steps=StepSettings(step_tolerance=settings.step_tolerance), csf=tissue.csf,
-                                 forward=settings.forward, surrogate_weights=settings.surrogate_weights)
+                                 roi_margin_mm=settings.roi_margin_mm, grid_mm=settings.grid_mm, steps=steps,
+                                 csf=tissue.csf, forward=settings.forward, surrogate_weights=settings.surrogate_weights)
+    if settings.coarse_grid_mm is not None:
+        coarse = CalibrationProblem(tissue.wm, tissue.gm, observation, prior, ratio=settings.ratio,
+                                    roi_margin_mm=settings.roi_margin_mm, grid_mm=settings.coarse_grid_mm,
+                                    steps=steps)
+        function = FidelityPair(coarse, problem)
+    else:
+        coarse, function = None, problem
     # The surrogate's network already uses every core of one process: by default it runs inline.
     workers = settings.workers or (1 if settings.forward == "surrogate" else None)
-    executor = make_executor(problem, workers=workers, dask_scheduler=settings.dask_scheduler)
+    executor = make_executor(function, workers=workers, dask_scheduler=settings.dask_scheduler)
+    if coarse is not None:
+        fine_likelihood = FidelityPair.on(executor, FidelityPair.FINE)
+        coarse_likelihood = FidelityPair.on(executor, FidelityPair.COARSE)
+    else:
+        fine_likelihood, coarse_likelihood = executor, None
 
-    def on_stage(beta, stage):  # beta climbs from ~1e-8 to 1 roughly evenly in log10
-        report_progress(0.9 * min(1.0, max(0.0, 1.0 + math.log10(max(beta, 1e-12)) / 8.0)),
-                        f"sampling: stage {stage}, beta {beta:.2g}")
+    def on_stage(beta, stage, phase):
+        report_progress(0.9 * sampling_fraction(beta, phase, coarse is not None, settings.switch_beta),
+                        f"sampling: stage {stage}, {phase + ' grid, ' if coarse is not None else ''}beta {beta:.2g}")
 
     report_progress(0.0, "sampling the posterior")
     try:
-        result = tmcmc.sample(executor, prior, n_samples=settings.population, seed=settings.seed,
-                              mcmc_steps=settings.mcmc_steps, progress=on_stage)
+        result = tmcmc.sample(fine_likelihood, prior, n_samples=settings.population, seed=settings.seed,
+                              mcmc_steps=settings.mcmc_steps, coarse_log_likelihood=coarse_likelihood,
+                              switch_beta=settings.switch_beta, progress=on_stage)
     except BaseException:  # Ctrl-C, SIGTERM, Cancel: stop the workers now, not after their current chunk
         executor.close(abort=True)
         raise
@@ -126,9 +148,25 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     report_progress(1.0, "done")
     finished = time.perf_counter()
     timings = {"sampling_s": sampled - started, "predictive_s": finished - sampled, "total_s": finished - started}
-    run = {"forward": settings.forward, "executor": type(executor).__name__, "workers": executor.workers, "grid_mm": list(problem.roi.spacing_mm),
-           "roi_shape": list(problem.roi.shape)}
+    run = {"forward": settings.forward, "executor": type(executor).__name__, "workers": executor.workers,
+           "grid_mm": list(problem.roi.spacing_mm), "roi_shape": list(problem.roi.shape)}
+    if coarse is not None:
+        run.update(coarse_grid_mm=list(coarse.roi.spacing_mm), coarse_roi_shape=list(coarse.roi.shape))
     return _result(case, tissue, result, prior, predictive, timings, run, settings)
+
+
+def sampling_fraction(beta: float, phase: str, multi_fidelity: bool, switch_beta: float) -> float:
+    """Share of the sampling done, for the progress bar (and so for its time remaining): beta climbs from ~1e-8
+    to 1 roughly evenly in log10. In a multi-fidelity run the coarse stages, which cost little, fill the first
+    15 % and the fine ones, from ``switch_beta`` to 1, the rest."""
+    import math
+
+    position = lambda b, lo: min(1.0, max(0.0, math.log10(max(b, 1e-12) / lo) / -math.log10(lo)))  # noqa: E731
+    if not multi_fidelity:
+        return position(beta, 1e-8)
+    if phase == "coarse":
+        return 0.15 * min(1.0, max(0.0, math.log10(max(beta, 1e-12) / 1e-8) / math.log10(switch_beta / 1e-8)))
+    return 0.15 + 0.85 * (position(beta, switch_beta) if phase == "fine" else 0.0)
 
 
 def _result(case, tissue, result, prior, predictive, timings: dict, run: dict, settings: Settings):
@@ -146,8 +184,12 @@ def _result(case, tissue, result, prior, predictive, timings: dict, run: dict, s
                         f"({predictive.distinct} distinct); density_map.nii.gz = the MAP parameters' density",
         "log_evidence": result.log_evidence,
         "forward_runs": result.evaluations + predictive.simulations,
-        "stages": [{"beta": s.beta, "acceptance": s.acceptance, "proposal_scale": s.proposal_scale}
-                   for s in result.stages],
+        "forward_runs_by_grid": {"coarse": result.evaluations_by_grid["coarse"],
+                                 "fine": result.evaluations_by_grid["fine"], "posterior_predictive":
+                                 predictive.simulations},
+        "stages": [{"phase": s.phase, "beta": s.beta, "acceptance": s.acceptance, "proposal_scale": s.proposal_scale,
+                    "forward_runs": {"coarse": s.coarse_evaluations, "fine": s.fine_evaluations},
+                    "seconds": s.seconds} for s in result.stages],
         "timings_s": timings,
         "settings": {**settings.as_dict(), "n_samples": settings.population, **run,
                      "prior": {n: [lo, hi] for n, lo, hi in zip(prior.names, prior.low, prior.high)}},
