@@ -16,6 +16,7 @@ from .forward import Seed, simulate
 from .imaging.tissue import TissueMaps
 from .imaging.volume import Volume
 from .inference.likelihood import bernoulli_log_likelihood
+from .models.fisher_kolmogorov import DEFAULT_STEPS, StepSettings
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,11 @@ class SyntheticCase:
 def synthetic_case(tissue: TissueMaps, dw_mm2_per_day: float, rho_per_day: float, days: float, seed_ras_mm, *,
                    uc_t1gd: float = 0.7, uc_flair: float = 0.25, pet_b: float | None = None,
                    pet_sigma: float = 0.05, sigma_alpha: float | None = None, ratio: float = 10.0,
-                   rng_seed: int = 0) -> SyntheticCase:
-    """Simulate and image one synthetic tumor (masks as uint8 0/1 Volumes on the tissue grid)."""
-    density = simulate(tissue, dw_mm2_per_day, rho_per_day, days, Seed(ras_mm=tuple(seed_ras_mm)), ratio=ratio)
+                   rng_seed: int = 0, steps: StepSettings = DEFAULT_STEPS) -> SyntheticCase:
+    """Simulate and image one synthetic tumor (masks as uint8 0/1 Volumes on the tissue grid); ``steps``: the
+    solver's time stepping (``StepSettings(method="rk4")`` for the fine-step reference)."""
+    density = simulate(tissue, dw_mm2_per_day, rho_per_day, days, Seed(ras_mm=tuple(seed_ras_mm)), ratio=ratio,
+                       steps=steps)
     u = density.array
     rng = np.random.default_rng(rng_seed)
 

