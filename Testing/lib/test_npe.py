@@ -234,7 +234,7 @@ def test_npe_starts_from_amortised_weights_and_can_be_cancelled(tmp_path, phanto
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"simulations": 100, "fast": True}, "give simulations / max_rounds (--simulations, --max-rounds) or fast"),
+    ({"simulations": 100, "fast": True}, "give simulations / max_rounds (--simulations, --settings) or fast"),
     ({"simulations": 5}, "simulations (--simulations) must be at least 20, got 5"),
     ({"tolerance": 0.0}, "tolerance must be positive"),
 ])

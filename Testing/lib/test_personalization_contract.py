@@ -154,8 +154,8 @@ def test_cli_flags_of_another_method_and_unread_inputs_are_refused(tmp_path, cap
     assert "--samples is not used by --method lmi (it belongs to --method tmcmc)" in capsys.readouterr().err
     assert main(base + ["--method", "lmi"]) == 2
     assert "--method lmi needs --t1" in capsys.readouterr().err
-    assert main(base + ["--method", "tmcmc", "--t1", files["t1gd"]]) == 2
-    assert "--t1 is not used by --method tmcmc" in capsys.readouterr().err
+    assert main(base + ["--method", "lmi", "--t1", files["t1gd"], "--pet", files["t1gd"]]) == 2
+    assert "--pet is not used by --method lmi" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert main(base + ["--method", "tmcmc", "--settings", str(tmp_path / "bad.json")]) == 2
     assert "expected a JSON object" in capsys.readouterr().err

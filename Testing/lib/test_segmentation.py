@@ -93,3 +93,47 @@ def test_not_a_t1_is_refused():
         segment_tissue(nan, blurred_priors(truth))
     with pytest.raises(InputError, match="not on the T1's grid"):
         segment_tissue(phantom_t1(truth), {n: p[:-1] for n, p in blurred_priors(truth).items()})
+
+
+@pytest.fixture(scope="module")
+def example_patient_3mm():
+    """The bundled example patient (SRI24, 1 mm) on a 3 mm grid, so that a calibration runs in seconds."""
+    from TumorPersonalizationLib.imaging import read_volume
+    from TumorPersonalizationLib.imaging.io import resample
+    from TumorPersonalizationLib.imaging.tissue import regrid_geometry
+    from TumorPersonalizationLib.resources import resources_dir
+
+    folder = resources_dir() / "ExamplePatient"
+    t1 = read_volume(folder / "t1.nii.gz")
+    grid = regrid_geometry(t1.geometry, 3.0)
+    masks = {n: resample(read_volume(folder / f"{n}.nii.gz"), grid, "nearest") for n in ("t1gd", "flair")}
+    return resample(t1, grid, "linear"), masks["t1gd"], masks["flair"]
+
+
+def test_sampling_methods_segment_the_t1_when_no_maps_are_given(example_patient_3mm):
+    from TumorPersonalizationLib.methods import tmcmc
+    from TumorPersonalizationLib.personalization import Case
+
+    t1, t1gd, flair = example_patient_3mm
+    case = Case.from_volumes(t1gd, flair, t1=t1)
+    result = tmcmc.personalize(case, tmcmc.Settings(samples=32, workers=1, predictive_draws=2, margin_mm=5.0))
+    tissue = result.report["tissue"]
+    assert tissue["source"].startswith("segmented from t1")
+    assert 0.25 < tissue["brain_share"]["wm"] < 0.5 and 0.35 < tissue["brain_share"]["gm"] < 0.6
+    assert tissue["lesion_voxels_from_prior"] > flair.array.sum()
+    assert result.density.geometry == t1.geometry  # calibrated on the patient's grid, no atlas in between
+    lesion = flair.array > 0
+    assert result.density.array[lesion].mean() > 5 * result.density.array[~lesion].mean()
+
+
+def test_given_maps_are_used_as_given(example_patient_3mm):
+    from TumorPersonalizationLib.personalization import Case
+    from TumorPersonalizationLib.personalization.anatomy import patient_tissue
+
+    t1, t1gd, flair = example_patient_3mm
+    wm = t1.like(np.full(t1.shape, 0.5, np.float32))
+    gm = t1.like(np.full(t1.shape, 0.25, np.float32))
+    case = Case.from_volumes(t1gd, flair, t1=t1, wm=wm, gm=gm, names={"wm": "--wm wm.nii.gz"})
+    tissue, report = patient_tissue(case)
+    assert tissue.wm is case.wm and tissue.gm is case.gm and report["source"].startswith("given (--wm wm.nii.gz")
+    assert patient_tissue(Case.from_volumes(t1gd, flair, t1=t1), segment=False) == (None, {"source": "bundled atlas"})

@@ -24,7 +24,7 @@ SUMMARY = ("Sequential neural posterior estimation (thesis ch. 6) on the tissue 
            "network learns the posterior from simulations in a few rounds; posterior intervals, mean density and "
            "its uncertainty")
 REQUIRED_INPUTS = ("t1gd", "flair")
-OPTIONAL_INPUTS = ("pet", "wm", "gm", "csf", "recurrence")
+OPTIONAL_INPUTS = ("t1", "pet", "wm", "gm", "csf", "recurrence")
 VARIANTS = (("npe", LABEL, {}),)
 """Named presets the Slicer panel offers: (key, label, settings)."""
 SAMPLES_POSTERIOR = True
@@ -41,7 +41,7 @@ class Settings(MethodSettings):
 
     simulations: int = setting(DEFAULT_SIMULATIONS, "simulations per round", flag=True, minimum=20,
                                maximum=100_000)
-    max_rounds: int = setting(DEFAULT_ROUNDS, "most rounds of simulation and training", flag=True, minimum=1,
+    max_rounds: int = setting(DEFAULT_ROUNDS, "most rounds of simulation and training", minimum=1,
                               maximum=50)
     fast: bool = setting(False, f"{FAST_SIMULATIONS} simulations per round and at most {FAST_ROUNDS} rounds "
                                 "(a wider posterior)", flag=True)
@@ -72,7 +72,7 @@ class Settings(MethodSettings):
 
     def check(self) -> None:
         if self.fast and (self.simulations != DEFAULT_SIMULATIONS or self.max_rounds != DEFAULT_ROUNDS):
-            raise InputError("give simulations / max_rounds (--simulations, --max-rounds) or fast (--fast), "
+            raise InputError("give simulations / max_rounds (--simulations, --settings) or fast (--fast), "
                              "not both")
         if self.weights is not None and not self.weights.strip():
             raise InputError("weights (--weights) must be a file path or 'none'")
@@ -132,8 +132,8 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     Parameters
     ----------
     case : Case
-        T1Gd and FLAIR (and optional PET) on the grid of the patient's tissue maps, or of the bundled atlas when
-        the case has none.
+        T1Gd and FLAIR (and optional PET) on the grid of the patient's tissue maps, or of the T1 (its tissue maps
+        are then segmented from it), or of the bundled atlas when the case has neither.
     settings : Settings
     progress : callable(fraction, message) or None
     cancel : threading.Event or None
@@ -155,7 +155,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
 
     report_progress = Progress(progress, cancel)
     started = time.perf_counter()
-    tissue = tissue_for(case)
+    tissue, tissue_report = tissue_for(case, Progress(report_progress.part(0.0, 0.05)))
     observation = Observation(case.t1gd, case.flair, case.pet)
     config, amortised, amortised_note = _network(settings, observation.pet is not None)
     prior = build_prior(observation)
@@ -196,7 +196,9 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     timings = {"inference_s": inferred - started, "predictive_s": finished - inferred, "total_s": finished - started}
     run = {"executor": type(executor).__name__, "workers": executor.workers, "grid_mm": list(problem.roi.spacing_mm),
            "roi_shape": list(problem.roi.shape), "crop": dict(config["observation"]), "amortised": amortised_note}
-    return _result(case, tissue, rounds, problem, natural, predictive, timings, run, settings)
+    personalization = _result(case, tissue, rounds, problem, natural, predictive, timings, run, settings)
+    personalization.report["tissue"] = tissue_report
+    return personalization
 
 
 def _result(case, tissue, rounds, problem, natural, predictive, timings: dict, run: dict, settings: Settings):

@@ -3,19 +3,23 @@ samples and posterior-predictive draws. Not a registered method."""
 from __future__ import annotations
 
 
-def tissue_for(case):
-    """The patient's tissue maps, or the bundled atlas; the case's masks must lie on their grid."""
+def tissue_for(case, progress=None) -> tuple:
+    """``(TissueMaps, report)``: the patient's tissue maps (given, or segmented from the case's T1: then the
+    masks lie on the T1's grid), or the bundled atlas, on whose grid the case's masks must then lie.
+    ``progress``: a :class:`~..personalization.Progress` for the registration and segmentation."""
     from ..imaging.atlas import load_atlas
     from ..imaging.tissue import TissueMaps
     from ..imaging.volume import require_same_grid
+    from ..personalization.anatomy import patient_tissue
 
-    tissue = case.tissue
+    tissue, report = patient_tissue(case, progress=progress)
     if tissue is None:
         atlas = load_atlas()
         tissue = TissueMaps(atlas.wm, atlas.gm, atlas.csf, atlas.t1, source="bundled ICBM152 2009a atlas (1.5 mm)")
-        reference = "the bundled atlas (1.5 mm; give the patient's WM/GM maps to calibrate on the patient's grid)"
+        reference = ("the bundled atlas (1.5 mm; give the patient's T1 (--t1) or WM/GM maps to calibrate on the "
+                     "patient's grid)")
         require_same_grid(tissue.wm, reference, case.t1gd, case.name("t1gd"))
-    return tissue
+    return tissue, report
 
 
 def summarised(names, natural, map_index: int) -> tuple:

@@ -21,7 +21,7 @@ LABEL = "TMCMC (Bayesian)"
 SUMMARY = ("Bayesian calibration with Transitional MCMC (thesis ch. 5) on the tissue maps' grid: posterior "
            "intervals, mean density and its uncertainty; 5-30 min on 2 cores")
 REQUIRED_INPUTS = ("t1gd", "flair")
-OPTIONAL_INPUTS = ("pet", "wm", "gm", "csf", "recurrence")
+OPTIONAL_INPUTS = ("t1", "pet", "wm", "gm", "csf", "recurrence")
 VARIANTS = (("tmcmc", LABEL, {}),)
 """Named presets the Slicer panel offers: (key, label, settings)."""
 SAMPLES_POSTERIOR = True
@@ -50,7 +50,7 @@ class Settings(MethodSettings):
                                           "sampling", positive=True)
     coarse_grid_mm: float | None = setting(None, "multi-fidelity: run the early tempering stages on this coarser "
                                                  "grid, then switch to the calibration grid (the posterior stays "
-                                                 "the fine grid's)", unit="mm", flag=True, positive=True)
+                                                 "the fine grid's)", unit="mm", positive=True)
     switch_beta: float = setting(1e-3, "multi-fidelity: tempering exponent at which the coarse stages hand over "
                                        "to the calibration grid", positive=True, maximum=0.5)
     mcmc_steps: int = setting(1, "Metropolis steps per sample and stage", minimum=1, maximum=100)
@@ -87,8 +87,8 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     Parameters
     ----------
     case : Case
-        T1Gd and FLAIR (and optional PET) on the grid of the patient's tissue maps, or of the bundled atlas when
-        the case has none.
+        T1Gd and FLAIR (and optional PET) on the grid of the patient's tissue maps, or of the T1 (its tissue maps
+        are then segmented from it), or of the bundled atlas when the case has neither.
     settings : Settings
     progress : callable(fraction, message) or None
     cancel : threading.Event or None
@@ -105,7 +105,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
 
     report_progress = Progress(progress, cancel)
     started = time.perf_counter()
-    tissue = tissue_for(case)
+    tissue, tissue_report = tissue_for(case, Progress(report_progress.part(0.0, 0.05)))
     observation = Observation(case.t1gd, case.flair, case.pet)
     prior = build_prior(observation)
     steps = StepSettings(step_tolerance=settings.step_tolerance)
@@ -152,7 +152,9 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
            "grid_mm": list(problem.roi.spacing_mm), "roi_shape": list(problem.roi.shape)}
     if coarse is not None:
         run.update(coarse_grid_mm=list(coarse.roi.spacing_mm), coarse_roi_shape=list(coarse.roi.shape))
-    return _result(case, tissue, result, prior, predictive, timings, run, settings)
+    personalization = _result(case, tissue, result, prior, predictive, timings, run, settings)
+    personalization.report["tissue"] = tissue_report
+    return personalization
 
 
 def sampling_fraction(beta: float, phase: str, multi_fidelity: bool, switch_beta: float) -> float:
