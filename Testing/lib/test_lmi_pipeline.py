@@ -70,6 +70,18 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     assert (out / "overview.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_patient_anatomy_segments_the_t1_and_simulates_in_it(tmp_path, patient, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = run(lmi_args(patient, out) + ["--anatomy", "patient"], capsys)
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["tissue"]["source"].startswith("segmented from") and "tissue_maps" in report["timings_s"]
+    assert "warp_to_patient" not in report["timings_s"]  # simulated on the patient's grid
+    assert report["network_estimate"]["mu_from"] == "inverse network"  # as with given maps, unrefined
+    dice = dice_at_levels(read_volume(out / "density.nii.gz"), read_volume(patient["truth"]), (0.1, 0.5))
+    assert dice["0.1"] >= 0.6 and dice["0.5"] >= 0.5, dice
+
+
 @pytest.fixture(scope="module")
 def atlas_anatomy_patient(tmp_path_factory):
     """A patient with the atlas' anatomy on a 2 mm grid of another origin, its tissue maps, and a tumor grown in

@@ -38,6 +38,9 @@ class Settings(MethodSettings):
 
     refine: bool = setting(False, "refine the network's estimate by fitting the masks (Nelder-Mead on the 3 mm "
                                   "network grid, then at 1.5 mm)", flag=True)
+    anatomy: str = setting("atlas", "without --wm/--gm: simulate in the atlas and warp the density back (atlas), "
+                                    "or in tissue maps segmented from the T1 (patient)", flag=True,
+                           choices=("atlas", "patient"))
     skull_stripped: str = setting("auto", "is the T1 skull-stripped? auto: decided from the image's foreground "
                                           "volume", flag=True, choices=("auto", "yes", "no"))
     refine_evaluations: int = setting(REFINE_EVALUATIONS, "simulations of the refinement on the 3 mm network grid",
@@ -82,19 +85,25 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     from ..lmi.models import load_models
     from ..lmi.report import lmi_report
     from ..personalization import Personalization, Progress
+    from ..personalization.anatomy import patient_tissue
     from ..personalization.result import IDENTIFIABILITY_NOTE, SEED_NOTE
     from ..stage_timer import StageTimer
 
     progress = Progress(progress, cancel)
-    tissue, timer = case.tissue, StageTimer()
+    timer = StageTimer()
+    in_patient = case.tissue is not None or settings.anatomy == "patient"
     timer.start("registration")  # loading the models counts here: a missing file is found before registering
     models = load_models(settings.weights, settings.shape_weights, settings.seed_weights,
-                         mu_from=choose_mu_source(settings.mu_from, tissue is not None, settings.refine),
+                         mu_from=choose_mu_source(settings.mu_from, in_patient, settings.refine),
                          seed_from=settings.seed_from)
     progress(0.0, "registering the T1 to the atlas")
     registration = stages.register(
         case.t1, case.flair, skull_stripped={"auto": None, "yes": True, "no": False}[settings.skull_stripped],
-        t1_name=case.name("t1"), progress=progress.part(0.0, 0.35))
+        t1_name=case.name("t1"), progress=progress.part(0.0, 0.3))
+    if case.tissue is None and settings.anatomy == "patient":
+        timer.start("tissue_maps")
+    tissue, tissue_report = patient_tissue(case, segment=settings.anatomy == "patient", registration=registration,
+                                           progress=Progress(progress.part(0.3, 0.35)))
     timer.start("warp_to_atlas")
     progress(0.35, "warping the segmentations to the atlas")
     lesion = stages.warp_to_atlas(registration, case.t1gd, case.flair, models.config)
@@ -123,5 +132,6 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     parameters, report = lmi_report(models, registration, estimate, refinement, grids, simulated, on_patient,
                                     timer.seconds, general_notes=(IDENTIFIABILITY_NOTE, SEED_NOTE))
     report["settings"] = settings.as_dict()
+    report["tissue"] = tissue_report
     return Personalization.create(NAME, case, on_patient.tissue, on_patient.density, parameters, report,
                                   margin_mm=settings.margin_mm, timings=report["timings_s"])
