@@ -470,7 +470,7 @@ class TumorPersonalizationLogic(ScriptedLoadableModuleLogic):
         if given and not ("WM" in given and "GM" in given):
             raise InputError("tissue maps: select both a WM and a GM probability map (CSF optional), or none to "
                              "use the bundled atlas")
-        if not given and not method.registersAtlas:
+        if not given and not method.registersAtlas and "--t1" not in method.inputFlags:
             from TumorPersonalizationLib.imaging.atlas import ATLAS_DIR, ATLAS_FILES
             from TumorPersonalizationLib.imaging.io import read_volume
 
@@ -503,6 +503,7 @@ class TumorPersonalizationLogic(ScriptedLoadableModuleLogic):
         try:
             result.report = _outputs.readReport(job.outDir)
             _outputs.loadDensity(job.outDir, f"{base} density", result)
+            _outputs.loadTissueMaps(job.outDir, f"{base} tissue", result)
             _outputs.loadPlans(job.outDir, f"{base} CTVs", job.settings.planMode, job.settings.marginMm, job.core,
                                result)
             _outputs.addParameterTable(result.report, f"{base} parameters", result)

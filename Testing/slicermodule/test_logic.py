@@ -206,7 +206,6 @@ def test_bad_inputs_give_clear_messages_and_touch_nothing(module):
         (dict(t1gdLesion=None), "T1Gd lesion: no node selected"),
         (dict(flairLesion=empty), "segmentation 'Empty segmentation' has no segment"),
         (dict(t1gdLesion=elsewhere), "T1Gd lesion 'T1Gd elsewhere' has no voxel inside the T1 volume's grid"),
-        (dict(wmMap=None, gmMap=None, csfMap=None), "select WM and GM probability maps on the T1 grid"),
         (dict(gmMap=None), "select both a WM and a GM probability map"),
     ]
     for overrides, message in cases:

@@ -69,6 +69,19 @@ def loadDensity(outDir: Path, name: str, result: ResultNodes):
     return result.density
 
 
+def loadTissueMaps(outDir: Path, name: str, result: ResultNodes) -> list:
+    """The tissue maps the method segmented from the T1 (``tissue_*.nii.gz``, when it made them) as scalar volumes,
+    so the user can inspect them and select them (or their own) as WM / GM / CSF maps for the next run."""
+    from TumorPersonalizationLib.personalization.result import TISSUE_FILES
+
+    loaded = []
+    for tissue, filename in TISSUE_FILES.items():
+        if (outDir / filename).is_file():
+            volume = read_volume(outDir / filename, filename)
+            loaded.append(_track(result, addVolumeNode(volume, f"{name} {tissue.upper()}")))
+    return loaded
+
+
 def styleDensity(node, result: ResultNodes | None = None) -> None:
     """Colour map 0..1, values below :data:`DENSITY_DISPLAY_THRESHOLD` transparent, and a colour legend."""
     display = node.GetDisplayNode()

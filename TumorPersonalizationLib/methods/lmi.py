@@ -21,7 +21,8 @@ SUMMARY = ("Learn-Morph-Infer (thesis ch. 7): registers the T1 to the atlas, a t
 REQUIRED_INPUTS = ("t1", "t1gd", "flair")
 OPTIONAL_INPUTS = ("wm", "gm", "csf", "recurrence")
 VARIANTS = (("lmi", "Learn-Morph-Infer (fast)", {}),
-            ("lmiRefine", "Learn-Morph-Infer + refinement", {"refine": True}))
+            ("lmiRefine", "Learn-Morph-Infer + refinement", {"refine": True}),
+            ("lmiPatient", "Learn-Morph-Infer in the patient's tissue (from the T1)", {"anatomy": "patient"}))
 """Named presets the Slicer panel offers: (key, label, settings)."""
 SAMPLES_POSTERIOR = False
 

@@ -11,6 +11,8 @@ files:
     overview.png          slices through the lesion with the density
     posterior.png         marginals and pairwise scatter of the posterior (methods that sample)
     ctv_*.nii.gz, plan.png, probability_c>=*.nii.gz    the radiotherapy plans
+    tissue_wm/gm/csf.nii.gz   the tissue maps segmented from the T1, when the method made them (inspect them,
+                          or pass them back with --wm/--gm/--csf)
 """
 from __future__ import annotations
 
@@ -32,9 +34,10 @@ from ..inference.posterior import UNITS
 from .case import Case
 from .quality import assess
 
+TISSUE_FILES = {"wm": "tissue_wm.nii.gz", "gm": "tissue_gm.nii.gz", "csf": "tissue_csf.nii.gz"}
 OUTPUT_NAMES = ("density.nii.gz", "density_std.nii.gz", "density_map.nii.gz", "report.json", "overview.png",
                 "posterior.png", "plan.png", "ctv_standard.nii.gz", "ctv_model.nii.gz", "ctv_probabilistic.nii.gz",
-                f"probability_c>={radiotherapy.DEFAULT_THRESHOLD:g}.nii.gz")
+                f"probability_c>={radiotherapy.DEFAULT_THRESHOLD:g}.nii.gz", *TISSUE_FILES.values())
 
 IDENTIFIABILITY_NOTE = (
     "From one imaging time point only mu1 = sqrt(Dw T) and mu2 = sqrt(rho T) (and the front speed "
@@ -130,6 +133,9 @@ class Personalization:
             plan, probability = self.probabilistic
             files["ctv_probabilistic.nii.gz"] = as_uint8(plan)
             files[f"probability_c>={radiotherapy.DEFAULT_THRESHOLD:g}.nii.gz"] = probability
+        if self.report.get("tissue", {}).get("source", "").startswith("segmented"):
+            files.update({name: getattr(self.tissue, key) for key, name in TISSUE_FILES.items()
+                          if getattr(self.tissue, key) is not None})
         return files
 
     def write(self, out_dir, *, truth: dict | None = None) -> dict:
