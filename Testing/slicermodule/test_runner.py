@@ -34,8 +34,10 @@ def test_methods_come_from_the_registry():
     listing = json.loads(completed.stdout)["methods"]
     assert runner.methodsFromListing(listing) == runner.METHODS
     assert [m.label for m in runner.METHODS.values()] == [
-        "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)", "NPE (neural posterior)"]
+        "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement",
+        "Learn-Morph-Infer in the patient's tissue (from the T1)", "TMCMC (Bayesian)", "NPE (neural posterior)"]
     assert runner.METHODS["lmiRefine"].extraFlags == ("--refine",)
+    assert runner.METHODS["lmiPatient"].extraFlags == ("--anatomy", "patient")
     assert runner.METHODS["tmcmc"].samplesPosterior and runner.METHODS["lmi"].registersAtlas
     # A method registered tomorrow appears with no change to the module; a preset must use a flag.
     extra = dict(listing[-1], name="abc", variants=[{"key": "abc", "label": "ABC", "settings": {}}])
@@ -60,7 +62,8 @@ def test_command_for_each_method():
     for flag, value in (("--samples", "64"), ("--workers", "2"), ("--margin-mm", "12.5"), ("--seed", "3"),
                         ("--wm", "wm.nii.gz"), ("--pet", "pet.nii.gz"), ("--out", "out")):
         assert tmcmc[tmcmc.index(flag) + 1] == value
-    assert "--t1" not in tmcmc and "--progress-json" in tmcmc
+    # TMCMC segments the T1 into tissue maps when none are given: the T1 goes along.
+    assert tmcmc[tmcmc.index("--t1") + 1] == "t1.nii.gz" and "--progress-json" in tmcmc
     fast = runner.buildCommand(runner.METHODS["tmcmc"], files, "out", fast=True, python="py")
     assert "--fast" in fast and "--samples" not in fast and "--workers" not in fast
 
