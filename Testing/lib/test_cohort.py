@@ -336,3 +336,24 @@ def test_scheduler_and_worker_processes_interrupt_and_resume_in_the_predict_gbm_
         wm = read_volume(mlcube_in / f"Patient-{subject}" / f"{subject}-wm.nii.gz")
         assert density.geometry.is_close(wm.geometry)
         assert 0.0 <= density.array.min() and density.array.max() <= 1.0 and density.array.max() > 0.5
+
+
+def test_predict_gbm_dockerfile_copies_what_exists_and_its_entry_point_runs():
+    """The container cannot be built here (no Docker daemon): check what its build and start rely on."""
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    lines = (root / "docker" / "predict_gbm.Dockerfile").read_text().splitlines()
+    copies = [line.split()[1:-1] for line in lines if line.startswith("COPY ")]
+    assert copies and all((root / source).exists() for sources in copies for source in sources)
+    env = dict(line.split()[1].split("=", 1) for line in lines if line.startswith("ENV "))
+    resources = Path(env["TUMORPERSONALIZATION_RESOURCES"])
+    workdir = Path(next(line.split()[1] for line in lines if line.startswith("WORKDIR ")))
+    assert resources.parent == workdir and [resources.name] in [c for c in copies]  # the data stays in the image
+    entry = json.loads(next(line[len("ENTRYPOINT "):] for line in lines if line.startswith("ENTRYPOINT ")))
+    assert entry[:2] == ["python", "-m"]
+    done = subprocess.run([sys.executable, *entry[1:], "--help"], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0 and "/mlcube_io0" in done.stdout, shlex.join(entry) + done.stderr
