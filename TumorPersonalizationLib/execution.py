@@ -74,6 +74,88 @@ def process_pool(workers: int, initializer=None, initargs=()):
     pool.shutdown(wait=True)
 
 
+_DATASET = None  # (dataset module, its make_shard's leading arguments) in each worker process
+
+
+def install_dataset(dataset_module: str, *state) -> None:
+    """Worker initializer of the dataset scripts: the method's dataset module (by name: modules do not pickle)
+    and what its ``make_shard`` takes before the config (base anatomies, tissue maps)."""
+    import importlib
+
+    global _DATASET
+    _DATASET = (importlib.import_module(dataset_module), state)
+
+
+def make_dataset_shard(config: dict, split: str, index: int, out) -> dict:
+    """Make and write one shard (atomically) with the installed dataset module; returns its bookkeeping: the
+    draws, the rejections per reason and the simulation seconds, where the shard records them."""
+    dataset, state = _DATASET
+    shard = dataset.make_shard(*state, config, split, index)
+    dataset.write_shard(shard, dataset.shard_path(out, split, index))
+    return {key: np.asarray(shard[key]).tolist() for key in ("drawn", "rejected", "simulation_seconds")
+            if key in shard}
+
+_INSTALLED_STATES = set()
+
+
+def _call_with_state(key: str, initializer, initargs, function, *args):
+    """On a Dask worker: run ``initializer(*initargs)`` once per worker process (per ``key``), then the task."""
+    if key not in _INSTALLED_STATES:
+        initializer(*initargs)
+        _INSTALLED_STATES.add(key)
+    return function(*args)
+
+
+@contextmanager
+def task_pool(workers: int, scheduler=None, initializer=None, initargs=()):
+    """Run independent tasks (each writes its own file: a dataset shard) on local processes or a Dask cluster.
+
+    Yields ``(submit, completed)``: ``submit(function, *args)`` returns a future, ``completed(futures)`` yields them
+    as they finish. Locally it is :func:`process_pool` (``workers`` spawned processes, ``initializer(*initargs)``
+    in each). With ``scheduler`` (an address such as ``tcp://host:8786``, or a ``distributed.Client``) the tasks go
+    to that cluster: ``initargs`` are sent to every worker once and ``initializer`` runs there before a worker's
+    first task; the files are written by the workers, so their paths must be on a file system all of them share.
+    On any exception (Ctrl-C, SIGTERM via ``run_script``) the queued tasks are cancelled.
+    """
+    if scheduler is None:
+        from concurrent.futures import as_completed
+
+        with process_pool(workers, initializer, initargs) as pool:
+            yield pool.submit, as_completed
+        return
+    import uuid
+
+    from distributed import Client, as_completed
+
+    if isinstance(scheduler, str):
+        try:
+            client, owned = Client(scheduler, timeout="10s"), True
+        except OSError as exc:
+            raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    else:
+        client, owned = scheduler, False
+    key = uuid.uuid4().hex
+    state = client.scatter([tuple(initargs)], broadcast=True)[0] if initializer is not None else None
+    submitted = []
+
+    def submit(function, *args):
+        if initializer is None:
+            future = client.submit(function, *args, pure=False)
+        else:
+            future = client.submit(_call_with_state, key, initializer, state, function, *args, pure=False)
+        submitted.append(future)
+        return future
+
+    try:
+        yield submit, as_completed
+    except BaseException:
+        client.cancel(submitted)
+        raise
+    finally:
+        if owned:
+            client.close()
+
+
 class InlineExecutor:
     """Runs the function in the calling process (one core per call unless the function itself is parallel)."""
 
