@@ -184,7 +184,8 @@ def _run_simulate(args) -> int:
         from .surrogate.model import load_surrogate, simulate as surrogate_simulate
 
         density = surrogate_simulate(tissue, args.dw, args.rho, args.days, seed, ratio=args.ratio,
-                                     surrogate=load_surrogate(args.surrogate_weights))
+                                     surrogate=load_surrogate(args.surrogate_weights),
+                                     warn=lambda text: print(f"warning: {text}", file=sys.stderr))
     else:
         bar = ProgressBar("simulating", enabled=not args.quiet)
         try:

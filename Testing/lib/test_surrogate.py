@@ -358,3 +358,21 @@ def test_tiny_training_lowers_the_loss_and_resumes(shards, tmp_path, one_thread)
     assert [e["epoch"] for e in log if "epoch" in e] == list(range(1, 13))
     assert {"dice 0.2", "dice 0.4", "dice 0.8", "mae wm", "mae gm", "val_loss"} <= set(log[-1])
     assert train(config, folder, out, log=lambda line: None)["finished"]  # a finished run is not redone
+
+
+def test_a_tumor_that_outgrows_the_surrogates_cube_is_reported(tmp_path, capsys):
+    from TumorPersonalizationLib.cli import main
+    from TumorPersonalizationLib.surrogate.model import crop_edge_density
+
+    crops = np.zeros((2, 8, 8, 8), np.float32)
+    crops[0, 3:5, 3:5, 3:5] = 1.0
+    crops[1, 4, 6, 2] = 0.3  # one voxel inside a face
+    np.testing.assert_allclose(crop_edge_density(crops), [0.0, 0.3])
+    np.testing.assert_allclose(crop_edge_density(crops, layers=1), [0.0, 0.0])
+    # The shipped network in the bundled atlas: the README's example tumor fills more than the 128 mm cube.
+    base = ["simulate", "--solver", "surrogate", "--seed-mm", "-25", "-10", "20", "--quiet",
+            "--out", str(tmp_path / "d.nii.gz")]
+    assert main(base + ["--dw", "0.5", "--rho", "0.05", "--days", "300"]) == 0
+    assert "reaches the surrogate's 128 mm cube" in capsys.readouterr().err
+    assert main(base + ["--dw", "0.1", "--rho", "0.05", "--days", "100"]) == 0
+    assert "reaches" not in capsys.readouterr().err

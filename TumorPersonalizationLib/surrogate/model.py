@@ -187,6 +187,7 @@ class SurrogateDomain:
         for b, seed in enumerate(seeds):  # every input is checked before any prediction
             self.check_seed(seed, name="seed" if len(seeds) == 1 else f"seed of batch member {b}")
         crops = self.surrogate.predict_crops(self.tissue_crops(seeds), parameters, batch_size)
+        self.last_edge_density = crop_edge_density(crops)
         out = np.zeros((len(seeds),) + tuple(self.full_shape), dtype=np.float32)
         for crop, seed, density in zip(crops, seeds, out):
             paste_crop(crop, seed, self.full_shape, self.spacing_mm, self.surrogate.spacing_mm, out=density)
@@ -268,8 +269,24 @@ def _require_csf(tissue: TissueMaps) -> Volume:
     return tissue.csf
 
 
+EDGE_WARNING_DENSITY = 0.01
+"""A predicted density above this next to the crop's faces means the tumor outgrew the surrogate's cube."""
+
+
+def crop_edge_density(crops: np.ndarray, layers: int = 2) -> np.ndarray:
+    """(B, D, D, D) crops -> (B,) the largest density within ``layers`` voxels of each crop's six faces.
+
+    Two layers, not one: the network learned from tumors that never reached the faces, so its outermost layer
+    stays near 0 even when the tumor beyond it is cut off (0.006 there, 0.09 one voxel in, for the README's
+    example tumor in the atlas)."""
+    n = len(crops)
+    slabs = [crops[:, :layers], crops[:, -layers:], crops[:, :, :layers], crops[:, :, -layers:],
+             crops[:, :, :, :layers], crops[:, :, :, -layers:]]
+    return np.max([slab.reshape(n, -1).max(axis=1) for slab in slabs], axis=0)
+
+
 def simulate(tissue: TissueMaps, dw_mm2_per_day: float, rho_per_day: float, days: float, seed: Seed, *,
-             ratio: float = 10.0, surrogate: Surrogate | None = None) -> Volume:
+             ratio: float = 10.0, surrogate: Surrogate | None = None, warn=None) -> Volume:
     """Tumor cell density predicted by the surrogate, on the tissue maps' grid (float32 Volume in [0, 1]).
 
     The call of :func:`TumorPersonalizationLib.forward.simulate`: Dw in mm^2/day, rho in 1/day, T in days since
@@ -280,6 +297,9 @@ def simulate(tissue: TissueMaps, dw_mm2_per_day: float, rho_per_day: float, days
     ----------
     surrogate : Surrogate, optional
         Default: the shipped weights (loaded on each call; hold a :class:`SurrogateDomain` for repeated calls).
+    warn : callable(str), optional
+        Told when the density reaches the crop's faces (above :data:`EDGE_WARNING_DENSITY`): the tumor is larger
+        than the surrogate's cube and is cut there.
     """
     csf = _require_csf(tissue)
     index = seed.index_in(tissue)
@@ -290,4 +310,10 @@ def simulate(tissue: TissueMaps, dw_mm2_per_day: float, rho_per_day: float, days
     except InputError as exc:
         where = f"RAS {tuple(seed.ras_mm)} mm" if seed.ras_mm is not None else f"voxel {tuple(seed.voxel)}"
         raise InputError(f"seed at {where}: {str(exc).split(': ', 1)[1]}") from None
-    return tissue.wm.like(domain.simulate(dw_mm2_per_day, rho_per_day, days, index))
+    density = domain.simulate(dw_mm2_per_day, rho_per_day, days, index)
+    edge = float(domain.last_edge_density[0])
+    if edge > EDGE_WARNING_DENSITY and warn is not None:
+        size_mm = domain.surrogate.size * domain.surrogate.spacing_mm
+        warn(f"the density reaches the surrogate's {size_mm:g} mm cube around the seed (c = {edge:.2f} on its "
+             "faces): the tumor is larger than the cube and is cut there; use the numerical solver")
+    return tissue.wm.like(density)
