@@ -54,6 +54,7 @@ def main(argv=None) -> int:
                         help="make the case on the atlas resampled to this grid, with the fine-step reference solver")
     parser.add_argument("--coarse-grid-mm", type=float, help="multi-fidelity: the coarse grid of the early stages")
     parser.add_argument("--switch-beta", type=float, default=tmcmc.Settings().switch_beta)
+    parser.add_argument("--delayed-acceptance", action="store_true", help="multi-fidelity: screen fine moves")
     parser.add_argument("--compare-fidelity", action="store_true",
                         help="run multi-fidelity, then the calibration grid alone: posteriors side by side")
     args = parser.parse_args(argv)
@@ -80,7 +81,8 @@ def main(argv=None) -> int:
     for forward, coarse in variants:
         settings = tmcmc.Settings(samples=args.samples or tmcmc.DEFAULT_SAMPLES, fast=args.fast and not args.samples,
                                   workers=args.workers, grid_mm=args.grid_mm, forward=forward,
-                                  coarse_grid_mm=coarse, switch_beta=args.switch_beta)
+                                  coarse_grid_mm=coarse, switch_beta=args.switch_beta,
+                                  delayed_acceptance=args.delayed_acceptance)
         label = forward if coarse is None else f"{forward}, multi-fidelity from {coarse} mm"
         print(f"--- forward model: {label}")
         runs[label] = run(patient, case, settings, args)

@@ -103,18 +103,20 @@ def _next_beta(log_l: np.ndarray, beta: float, target_cov: float, end: float = 1
     return max(lo, beta + 1e-12)
 
 
-def _metropolis(fine, coarse, prior, z, log_l, exponents, chol, steps, rng):
+def _metropolis(fine, coarse, prior, z, log_l, exponents, chol, steps, rng, delayed_acceptance=False):
     """``steps`` Metropolis sweeps over the population targeting prior * L_c^a * L_f^b.
 
     ``log_l`` is (n, 2): the coarse and fine log likelihoods of each point (column 0 unused without a coarse
-    model), ``exponents`` = (a, b). With a coarse model the moves use delayed acceptance (Christen & Fox 2005): a
-    proposal is first accepted or rejected on the coarse target prior * L_c^(a + b), and only the survivors are
-    simulated on the fine grid and corrected by (L_f / L_c)^b, so the chain targets the fine posterior exactly while
-    most rejected proposals cost a coarse run only. Returns the moved population, its log likelihoods, the accepted
-    moves and the coarse and fine evaluations.
+    model), ``exponents`` = (a, b); each grid is simulated only where the target (a > 0, b > 0) or the screen needs
+    it. With ``delayed_acceptance`` (Christen & Fox 2005) and b > 0, a proposal is first accepted or rejected on the
+    coarse target prior * L_c^(a + b), and only the survivors are simulated on the fine grid and corrected by
+    (L_f / L_c)^b: still exact for the fine target, but it mixes only where the coarse likelihood's mode is close
+    to the fine one's. Returns the moved population, its log likelihoods, the accepted moves and the coarse and
+    fine evaluations.
     """
     n = len(z)
     a, b = exponents
+    screened = coarse is not None and delayed_acceptance and b > 0.0
     log_prior = prior.log_density(z)
     accepted, used = 0, np.zeros(2, dtype=int)
     for _ in range(steps):
@@ -122,24 +124,29 @@ def _metropolis(fine, coarse, prior, z, log_l, exponents, chol, steps, rng):
         proposal_prior = prior.log_density(proposal)
         proposal_l = np.full((n, 2), -np.inf)
         passed = np.isfinite(proposal_prior)
-        if coarse is not None:
+        if a > 0.0 or screened:
             proposal_l[passed, 0] = _evaluate(coarse, proposal[passed])
             used[0] += int(passed.sum())
+            passed &= np.isfinite(proposal_l[:, 0])
+        if screened:
             with np.errstate(invalid="ignore"):
                 screen = (a + b) * (proposal_l[:, 0] - log_l[:, 0]) + proposal_prior - log_prior
-            passed = np.isfinite(proposal_l[:, 0]) & (np.log(rng.uniform(size=n)) < np.where(passed, screen, -np.inf))
+            passed &= np.log(rng.uniform(size=n)) < np.where(passed, screen, -np.inf)
         if b > 0.0 and passed.any():
             proposal_l[passed, 1] = _evaluate(fine, proposal[passed])
             used[1] += int(passed.sum())
+            passed &= np.isfinite(proposal_l[:, 1])
+        log_ratio = np.full(n, -np.inf)
+        rows = passed
         with np.errstate(invalid="ignore"):
-            if coarse is None:
-                log_ratio = b * (proposal_l[:, 1] - log_l[:, 1]) + proposal_prior - log_prior
-            elif b > 0.0:
-                log_ratio = b * ((proposal_l[:, 1] - proposal_l[:, 0]) - (log_l[:, 1] - log_l[:, 0]))
-            else:  # the coarse target is the target: the screening was the whole test
-                log_ratio = np.zeros(n)
-        valid = passed & np.isfinite(proposal_l[:, 1] if b > 0.0 else proposal_l[:, 0])
-        accept = valid & (np.log(rng.uniform(size=n)) < np.where(valid, log_ratio, -np.inf))
+            if screened:
+                log_ratio[rows] = b * ((proposal_l[rows, 1] - proposal_l[rows, 0]) - (log_l[rows, 1] - log_l[rows, 0]))
+            else:
+                log_ratio[rows] = proposal_prior[rows] - log_prior[rows]
+                for column, exponent in ((0, a), (1, b)):
+                    if exponent > 0.0:
+                        log_ratio[rows] += exponent * (proposal_l[rows, column] - log_l[rows, column])
+        accept = passed & (np.log(rng.uniform(size=n)) < log_ratio)
         z, log_l, log_prior = z.copy(), log_l.copy(), log_prior.copy()
         z[accept], log_l[accept], log_prior[accept] = proposal[accept], proposal_l[accept], proposal_prior[accept]
         accepted += int(accept.sum())
@@ -190,7 +197,8 @@ def _phases(coarse: bool, switch_beta: float) -> list:
 
 def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int = 0, target_cov: float = 1.0,
            mcmc_steps: int = 1, final_steps: int = 2, proposal_scale: float = 0.2, max_stages: int = 200,
-           coarse_log_likelihood=None, switch_beta: float = 1e-3, progress=None) -> TMCMCResult:
+           coarse_log_likelihood=None, switch_beta: float = 1e-3, delayed_acceptance: bool = False,
+           progress=None) -> TMCMCResult:
     """Sample the posterior prior(θ) L(θ) with Transitional MCMC, optionally multi-fidelity.
 
     Parameters
@@ -215,12 +223,15 @@ def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int 
         Give up (InputError) if β has not reached 1 after this many stages.
     coarse_log_likelihood : callable, optional
         A cheaper approximation of ``log_likelihood`` (e.g. the same model on a coarser grid), same signature.
-        Given, the stages up to ``switch_beta`` run on it alone, a bridge carries the population over to the fine
-        likelihood, and the later stages screen every move on it first (delayed acceptance). The result is a
-        sample of the fine posterior however biased the coarse likelihood is; points where the coarse likelihood
-        is -inf are never visited.
+        Given, the stages up to ``switch_beta`` run on it alone, then a bridge carries the population over to the
+        fine likelihood and the later stages run on that. The result is a sample of the fine posterior however
+        biased the coarse likelihood is; points where the coarse likelihood is -inf are never visited.
     switch_beta : float
         β at which the coarse stages hand over to the fine likelihood.
+    delayed_acceptance : bool
+        Screen the fine stages' moves on the coarse likelihood first (:func:`_metropolis`): fewer fine runs, but
+        on a coarse grid whose posterior lies many posterior widths from the fine one the moves stall and the
+        population degenerates (measured: docs/methods/tmcmc.md), so off by default.
     progress : callable(beta: float, stage: int, phase: str) or None
         Called after each stage (``phase``: "coarse", "bridge" or "fine"; beta is the tempering exponent of the
         phase's likelihood); may raise :class:`~TumorPersonalizationLib.errors.Cancelled`.
@@ -267,7 +278,7 @@ def sample(log_likelihood, prior: BoxPrior, *, n_samples: int = 2048, seed: int 
             last = phase.name == "fine" and next_t >= 1.0
             steps = mcmc_steps + (final_steps if last else 0)
             z, log_l, accepted, used = _metropolis(log_likelihood, coarse, prior, z, log_l, phase.exponents(next_t),
-                                                   chol, steps, rng)
+                                                   chol, steps, rng, delayed_acceptance)
             evaluations += used
             acceptance = accepted / (steps * n_samples)
             stages.append(StageRecord(next_t, increment, acceptance, scale, int(evaluations.sum()), phase.name,

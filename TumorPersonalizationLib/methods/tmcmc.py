@@ -53,6 +53,9 @@ class Settings(MethodSettings):
                                                  "the fine grid's)", unit="mm", positive=True)
     switch_beta: float = setting(1e-3, "multi-fidelity: tempering exponent at which the coarse stages hand over "
                                        "to the calibration grid", positive=True, maximum=0.5)
+    delayed_acceptance: bool = setting(False, "multi-fidelity: screen the fine stages' moves on the coarse grid first "
+                                              "(fewer fine runs; stalls when the coarse grid's posterior lies far "
+                                              "from the fine one's)")
     mcmc_steps: int = setting(1, "Metropolis steps per sample and stage", minimum=1, maximum=100)
     predictive_draws: int = setting(32, "posterior draws simulated on the whole grid for the mean density, its "
                                         "standard deviation and the probabilistic plan", minimum=1, maximum=1000)
@@ -136,7 +139,8 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     try:
         result = tmcmc.sample(fine_likelihood, prior, n_samples=settings.population, seed=settings.seed,
                               mcmc_steps=settings.mcmc_steps, coarse_log_likelihood=coarse_likelihood,
-                              switch_beta=settings.switch_beta, progress=on_stage)
+                              switch_beta=settings.switch_beta, delayed_acceptance=settings.delayed_acceptance,
+                              progress=on_stage)
     except BaseException:  # Ctrl-C, SIGTERM, Cancel: stop the workers now, not after their current chunk
         executor.close(abort=True)
         raise
