@@ -12,7 +12,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -54,7 +53,6 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    os.environ["NUMBA_NUM_THREADS"] = "1"  # one simulation per process; the pool provides the parallelism
     initargs = (dataset.__name__, tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
     drawn = 0
     with task_pool(args.workers, args.scheduler, install_dataset, initargs) as (submit, completed):

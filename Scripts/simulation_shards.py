@@ -9,7 +9,6 @@ which provides ``SPLITS``, ``REJECTIONS``, ``check_anatomies``, ``check_manifest
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -72,7 +71,6 @@ def main(argv, *, description: str, dataset, load_config, simulation_spacing_mm,
     print("anatomies on the simulation grid: " + ", ".join(f"{k} {v.shape[1:]}" for k, v in base_maps.items()),
           flush=True)
     start = time.perf_counter()
-    os.environ["NUMBA_NUM_THREADS"] = "1"  # one simulation per process; the pool provides the parallelism
     totals = {"drawn": 0, "seconds": 0.0, "rejected": [0] * len(dataset.REJECTIONS)}
     with task_pool(args.workers, args.scheduler, install_dataset, (dataset.__name__, base_maps)) as (submit, completed):
         futures = [submit(make_dataset_shard, config, split, i, args.out.resolve()) for split, i in todo]

@@ -89,7 +89,12 @@ def install_dataset(dataset_module: str, *state) -> None:
 def make_dataset_shard(config: dict, split: str, index: int, out) -> dict:
     """Make and write one shard (atomically) with the installed dataset module; returns its bookkeeping: the
     draws, the rejections per reason and the simulation seconds, where the shard records them."""
+    import numba
+
     dataset, state = _DATASET
+    # One core per shard: the pool or the cluster provides the parallelism. Thread-local, unlike the environment
+    # variable, so the calling process (a test, a Dask worker's other tasks) keeps its own setting.
+    numba.set_num_threads(1)
     shard = dataset.make_shard(*state, config, split, index)
     dataset.write_shard(shard, dataset.shard_path(out, split, index))
     return {key: np.asarray(shard[key]).tolist() for key in ("drawn", "rejected", "simulation_seconds")
