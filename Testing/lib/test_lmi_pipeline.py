@@ -327,10 +327,6 @@ def test_bad_inputs_exit_2_with_the_input_named(tmp_path, patient, capsys):
     assert code == 2 and "--pet is not used by --method lmi" in err
     code, _, err = run(lmi_args(patient, tmp_path / "o4") + ["--wm", patient["t1"]], capsys)
     assert code == 2 and "give both the WM and the GM map" in err, err
-    tmcmc = ["personalize", "--method", "tmcmc", "--t1gd", patient["t1gd"], "--flair", patient["flair"], "--t1",
-             patient["t1"], "--out", tmp_path / "o4"]
-    code, _, err = run(tmcmc, capsys)
-    assert code == 2 and "--t1 is not used by --method tmcmc" in err
     lmi = lmi_args(patient, tmp_path / "o4")
     code, _, err = run(lmi + ["--refine"] + settings_file(tmp_path, refine_fine_evaluations=3), capsys)
     assert code == 2 and "refine_fine_evaluations must be 0 (skip) or at least 6, got 3" in err, err
