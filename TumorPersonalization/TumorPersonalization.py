@@ -664,7 +664,8 @@ class TumorPersonalizationTest(ScriptedLoadableModuleTest):
 
     def test_methods_listed(self):
         labels = [PersonalizationMethod.label(m) for m in PersonalizationMethod]
-        self.assertEqual(labels, ["Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement", "TMCMC (Bayesian)",
+        self.assertEqual(labels, ["Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement",
+                                  "Learn-Morph-Infer in the patient's tissue (from the T1)", "TMCMC (Bayesian)",
                                   "NPE (neural posterior)"])
         logic = TumorPersonalizationLogic()
         self.assertIsNone(logic.methodUnavailableReason("tmcmc"))
