@@ -123,7 +123,8 @@ def segment_tissue(t1: Volume, priors: dict, *, lesion: Volume | None = None,
     fit = region & ~held
 
     intensity = image[region]
-    scale = float(np.percentile(image[brain_prior >= 0.5], 99)) if (brain_prior >= 0.5).any() else 0.0
+    likely_brain = brain_prior >= 0.5
+    scale = float(np.percentile(image[likely_brain], 99)) if likely_brain.any() else 0.0
     if not scale > 0:
         raise InputError("T1: the brain is dark (its 99th intensity percentile inside the atlas brain is <= 0)")
     intensity = intensity / scale

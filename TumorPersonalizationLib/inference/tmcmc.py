@@ -137,7 +137,7 @@ def _metropolis(fine, coarse, prior, z, log_l, exponents, chol, steps, rng, dela
             used[1] += int(passed.sum())
             passed &= np.isfinite(proposal_l[:, 1])
         log_ratio = np.full(n, -np.inf)
-        rows = passed
+        rows = passed  # proposals that reached the final test
         with np.errstate(invalid="ignore"):
             if screened:
                 log_ratio[rows] = b * ((proposal_l[rows, 1] - proposal_l[rows, 0]) - (log_l[rows, 1] - log_l[rows, 0]))
