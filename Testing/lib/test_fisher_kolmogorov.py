@@ -226,3 +226,32 @@ def test_a_seed_between_the_centres_of_a_coarse_grid_still_starts_a_tumor():
     assert c0.sum() * 216.0 == pytest.approx(profile.sum() * h ** 3, rel=1e-3)
     c = domain.simulate(0.5, 0.05, 100.0, seed)
     assert c.max() > 0.5
+
+
+_RUN_IN_FRESH_PROCESS = """
+import sys
+import numpy as np
+sys.path.insert(0, {testing!r})
+from conftest import phantom_tissue
+from TumorPersonalizationLib.models import fisher_kolmogorov as fk
+wm, gm, _ = phantom_tissue()
+np.save(sys.argv[1], fk.Domain(wm, gm, {spacing!r}).simulate(0.8, 0.1, 150.0, {seed!r}))
+"""
+
+
+def test_first_run_and_later_runs_agree_bit_for_bit(tmp_path):
+    # The first process compiles the kernels and writes numba's cache; the second loads them from it. With
+    # fastmath the two gave densities ~1e-6 apart: the same command's first run differed from every later one.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = _RUN_IN_FRESH_PROCESS.format(testing=str(Path(__file__).parent), spacing=SPACING, seed=SEED)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba_cache")}
+    for name in ("compiled", "cached"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{name}.npy")], env=env, check=True)
+    compiled, cached = np.load(tmp_path / "compiled.npy"), np.load(tmp_path / "cached.npy")
+    assert compiled.max() > 0.5  # a tumor grew
+    np.testing.assert_array_equal(compiled, cached)
+    assert any((tmp_path / "numba_cache").rglob("*.nbi"))  # the second run did load a cache

@@ -139,7 +139,7 @@ def _rk4_rate(c, d, wx, wy, wz, rho, out_rate, lo, hi):
                 out_rate[i, j, k] = _flux_divergence(c, d, i, j, k, wx, wy, wz) + rho * v * (1.0 - v)
 
 
-_inline = njit(inline="always", fastmath=True)
+_inline = njit(inline="always")
 _face_sum = _inline(_face_sum)
 _flux_divergence = _inline(_flux_divergence)
 _flush = _inline(_flush)
@@ -163,11 +163,13 @@ def _renamed_copy(fn, suffix: str):
 class _KernelSet:
     def __init__(self, parallel: bool):
         for name, fn in _KERNELS.items():
-            # fastmath lets LLVM vectorise the inner loop; the kernels never rely on NaN/inf semantics.
+            # No fastmath: with it, the code numba compiles in the process and the same code loaded from its on-disk
+            # cache gave densities ~1e-6 apart, so a tool's first run differed from every later one. Without it the
+            # two agree bit for bit at the same speed (bench/forward.py: every case within noise, 2 cores).
             if parallel:
-                compiled = njit(parallel=True, fastmath=True, cache=True)(_renamed_copy(fn, "_parallel"))
+                compiled = njit(parallel=True, cache=True)(_renamed_copy(fn, "_parallel"))
             else:
-                compiled = njit(nogil=True, fastmath=True, cache=True)(_renamed_copy(fn, "_serial"))
+                compiled = njit(nogil=True, cache=True)(_renamed_copy(fn, "_serial"))
             setattr(self, name, compiled)
 
 
