@@ -1,5 +1,5 @@
 """Corrupted copies of the shipped example patient, given to every command: each is refused before any work with
-one line that names the input, exit code 2, no output folder, and the inputs unchanged on disk."""
+one line that names the input, exit code 2, no output, and the inputs unchanged on disk."""
 import numpy as np
 import pytest
 
@@ -31,6 +31,17 @@ def patient(tmp_path_factory):
 
     for name in ("t1", "t1gd", "flair", "density", "pet"):
         files[f"{name}_nan"] = with_nan(name)
+    # Tissue maps for ``simulate``: the bundled atlas' (stored as 0-255) as probabilities, and corrupted copies.
+    atlas = resources_dir() / "Atlas"
+    wm, gm = (read_volume(atlas / f"mni_icbm152_{name}_1.5mm.nii.gz") for name in ("wm", "gm"))
+    wm, gm = (v.like((v.array / np.float32(255)).astype(np.float32)) for v in (wm, gm))
+    files["wm"] = write_volume(wm, folder / "wm.nii.gz")
+    files["gm"] = write_volume(gm, folder / "gm.nii.gz")
+    wm_nan = wm.array.copy()
+    wm_nan[tuple(s // 2 for s in wm.shape)] = np.nan
+    files["wm_nan"] = write_volume(wm.like(wm_nan), folder / "wm_nan.nii.gz")
+    files["gm_overfull"] = write_volume(gm.like(np.where(wm.array > 0.5, np.float32(0.8), gm.array)),
+                                        folder / "gm_overfull.nii.gz")
     files["density_zero"] = write_volume(density.like(np.zeros(density.shape, np.float32)), folder / "zero.nii.gz")
     files["existing"] = folder / "existing.txt"
     files["existing"].write_text("the user's own file")
@@ -45,6 +56,15 @@ def test_nan_survives_in_the_corrupted_nifti_files(patient):
 LMI = ["personalize", "--method", "lmi", "--t1", "t1", "--t1gd", "t1gd", "--flair", "flair"]
 TMCMC = ["personalize", "--method", "tmcmc", "--t1gd", "t1gd", "--flair", "flair", "--pet", "pet", "--fast"]
 PLAN = ["plan", "--density", "density", "--core", "t1gd"]
+SIMULATE = ["simulate", "--wm", "wm", "--gm", "gm", "--dw", "0.1", "--rho", "0.02", "--days", "100",
+            "--seed-mm", "-25", "-10", "20"]
+
+
+def _with(command, flag, value):
+    """``command`` with ``flag``'s value replaced."""
+    out = list(command)
+    out[out.index(flag) + 1] = value
+    return out
 
 
 @pytest.mark.parametrize("command, swap, message", [
@@ -57,12 +77,17 @@ PLAN = ["plan", "--density", "density", "--core", "t1gd"]
     (PLAN, {"density": "density_zero"}, "the density is zero everywhere"),
     (LMI[:-2], {}, "--method lmi needs --flair: the FLAIR (T2) abnormality segmentation"),
     (TMCMC[:5] + TMCMC[7:], {}, "A T1Gd-only case cannot be personalized"),
+    (SIMULATE, {"wm": "wm_nan"}, "--wm: {wm_nan} holds 1 NaN"),
+    (SIMULATE, {"gm": "gm_overfull"}, "the tissue probabilities add up to 1.8"),
+    (_with(SIMULATE, "--days", "1e9"), {}, "days = 1e+09 is outside (0, 10000]"),
+    (_with(SIMULATE, "--dw", "1e6"), {}, "dw_mm2_per_day = 1e+06 is outside (0, 10]"),
+    (TMCMC + ["--samples", "1000000000"], {}, "samples (--samples) must be at most 100000"),
 ])
 def test_corrupted_input_is_refused_before_any_work(tmp_path, capsys, patient, command, swap, message):
     argv = [str(patient[swap.get(a, a)]) if a in patient else a for a in command]
-    out = tmp_path / "out"
+    out = tmp_path / ("density.nii.gz" if command[0] == "simulate" else "out")  # simulate writes one file
     before = {path: path.read_bytes() for path in patient.values()}
-    assert main(argv + ["--out", str(out), "--quiet"] if command[0] != "plan" else argv + ["--out", str(out)]) == 2
+    assert main(argv + ["--out", str(out)] + (["--quiet"] if command[0] != "plan" else [])) == 2
     err = capsys.readouterr().err
     expected = message.format(**{k: str(v) for k, v in patient.items()})
     assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
