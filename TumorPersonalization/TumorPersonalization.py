@@ -664,13 +664,14 @@ class TumorPersonalizationTest(ScriptedLoadableModuleTest):
 
     def test_methods_listed(self):
         labels = [PersonalizationMethod.label(m) for m in PersonalizationMethod]
-        self.assertEqual(labels, ["Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement",
-                                  "Learn-Morph-Infer in the patient's tissue (from the T1)", "TMCMC (Bayesian)",
-                                  "NPE (neural posterior)"])
+        self.assertEqual(labels, ["Learn-Morph-Infer (about half a minute)",
+                                  "Learn-Morph-Infer + full refinement (minutes)",
+                                  "Learn-Morph-Infer in the atlas, unfitted (fastest, least accurate)",
+                                  "TMCMC (Bayesian)", "NPE (neural posterior)"])
         logic = TumorPersonalizationLogic()
         self.assertIsNone(logic.methodUnavailableReason("tmcmc"))
         self.assertIsNone(logic.methodUnavailableReason("npe"))
-        for key in ("lmi", "lmiRefine"):
+        for key in ("lmi", "lmiRefine", "lmiAtlas"):
             self.assertIsNone(logic.methodUnavailableReason(key))
         self.delayDisplay("methods listed")
 

@@ -57,10 +57,14 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     for name in ("ctv_standard.nii.gz", "ctv_model.nii.gz"):
         assert read_volume(out / name).geometry.is_close(t1.geometry)
     report = json.loads((out / "report.json").read_text())
-    assert set(report["timings_s"]) == {"registration", "warp_to_atlas", "network", "simulation", "warp_to_patient"}
+    # The default: tissue maps segmented from the T1, the masks fitted on the network grid, simulated in the maps.
+    assert set(report["timings_s"]) == {"registration", "tissue_maps", "warp_to_atlas", "network", "refinement",
+                                        "simulation"}
+    assert report["tissue"]["source"].startswith("segmented from")
     assert report["parameters"]["mu1"]["value"] > 0 and report["registration"]["skull_stripped"]
-    assert report["network_estimate"]["mu_from"] == "shape regressor"
+    assert report["network_estimate"]["mu_from"] == "shape regressor"  # the fit's start
     assert report["network_estimate"]["seed_from"] == "seed regressor"
+    assert report["refinement"]["grid"] == "coarse" and report["refinement"]["fine"] is None
     # The seed, inferred in the atlas, mapped back to the patient: near where the tumor was grown from.
     true_seed = json.loads((resources_dir() / "ExamplePatient" / "truth.json").read_text())["seed_ras_mm"]
     assert np.linalg.norm(np.subtract(report["seed_in_patient_ras_mm"], true_seed)) < 10.0
@@ -70,14 +74,14 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     assert (out / "overview.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_patient_anatomy_segments_the_t1_and_simulates_in_it(tmp_path, patient, capsys):
+def test_atlas_anatomy_unfitted_simulates_the_estimate_in_the_atlas(tmp_path, patient, capsys):
     out = tmp_path / "out"
-    code, stdout, stderr = run(lmi_args(patient, out) + ["--anatomy", "patient"], capsys)
+    code, stdout, stderr = run(lmi_args(patient, out) + ["--anatomy", "atlas", "--coarse-fit", "off"], capsys)
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["tissue"]["source"].startswith("segmented from") and "tissue_maps" in report["timings_s"]
-    assert "warp_to_patient" not in report["timings_s"]  # simulated on the patient's grid
-    assert report["network_estimate"]["mu_from"] == "inverse network"  # as with given maps, unrefined
+    assert report["tissue"] == {"source": "bundled atlas"} and report["refinement"] is None
+    assert set(report["timings_s"]) == {"registration", "warp_to_atlas", "network", "simulation", "warp_to_patient"}
+    assert report["network_estimate"]["mu_from"] == "shape regressor"
     dice = dice_at_levels(read_volume(out / "density.nii.gz"), read_volume(patient["truth"]), (0.1, 0.5))
     assert dice["0.1"] >= 0.6 and dice["0.5"] >= 0.5, dice
 
@@ -167,7 +171,8 @@ def test_patient_tissue_maps_must_share_the_t1_grid(tmp_path, atlas_anatomy_pati
 
 def test_refine_runs_on_both_grids_and_reports_what_it_did(tmp_path, patient, capsys):
     out = tmp_path / "out"
-    code, _, stderr = run(lmi_args(patient, out) + ["--refine"] + settings_file(tmp_path, **SMALL_BUDGETS), capsys)
+    code, _, stderr = run(lmi_args(patient, out) + ["--refine", "--anatomy", "atlas"]
+                          + settings_file(tmp_path, **SMALL_BUDGETS), capsys)
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
     refinement = report["refinement"]

@@ -41,18 +41,7 @@ def test_lmi_density_and_ctvs_land_on_the_true_tumor(module, tmp_path):
     assert {"mu1", "mu2", "Dw", "rho", "T"} <= set(quantities)
     assert result.charts == []  # no posterior for a point estimate
     assert isinstance(density, Volume) and np.all(density.array >= 0) and density.array.max() > 0.9
-
-
-def test_lmi_in_the_patients_tissue_shows_the_segmented_maps(module, tmp_path):
-    from TumorPersonalizationModuleLib.nodes import volumeFromNode
-
-    case = example_patient()
-    nodes = {"t1Volume": add_volume(case["t1"], "T1"),
-             "t1gdLesion": segmentation_from_mask(case["t1gd"], "T1Gd"),
-             "flairLesion": add_volume(case["flair"], "FLAIR", "vtkMRMLLabelMapVolumeNode")}
-    logic = module.TumorPersonalizationLogic()
-    result = logic.run(module.PersonalizationInputs(**nodes), module.PersonalizationSettings(method="lmiPatient"),
-                       workDir=tmp_path / "work", timeoutS=400)
+    # By default LMI simulates in tissue maps segmented from the T1, and the panel shows them.
     assert result.report["tissue"]["source"].startswith("segmented from")
     maps = {node.GetName().split()[-1]: volumeFromNode(node) for node in result.others
             if node.IsA("vtkMRMLScalarVolumeNode")}
@@ -60,3 +49,16 @@ def test_lmi_in_the_patients_tissue_shows_the_segmented_maps(module, tmp_path):
     total = maps["WM"].array + maps["GM"].array + maps["CSF"].array
     assert maps["WM"].geometry.is_close(case["t1"].geometry) and total.max() <= 1.0 + 1e-5
     assert (maps["WM"].array > 0.5).sum() > 0.2 * (total > 0.5).sum()  # a brain's share of white matter
+
+
+def test_lmi_in_the_atlas_shows_no_tissue_maps(module, tmp_path):
+    case = example_patient()
+    nodes = {"t1Volume": add_volume(case["t1"], "T1"),
+             "t1gdLesion": segmentation_from_mask(case["t1gd"], "T1Gd"),
+             "flairLesion": add_volume(case["flair"], "FLAIR", "vtkMRMLLabelMapVolumeNode")}
+    logic = module.TumorPersonalizationLogic()
+    result = logic.run(module.PersonalizationInputs(**nodes), module.PersonalizationSettings(method="lmiAtlas"),
+                       workDir=tmp_path / "work", timeoutS=400)
+    assert result.report["tissue"]["source"] == "bundled atlas" and result.report["refinement"] is None
+    assert not [node for node in result.others if node.IsA("vtkMRMLScalarVolumeNode")]
+    assert result.density is not None

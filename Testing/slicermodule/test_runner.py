@@ -34,10 +34,11 @@ def test_methods_come_from_the_registry():
     listing = json.loads(completed.stdout)["methods"]
     assert runner.methodsFromListing(listing) == runner.METHODS
     assert [m.label for m in runner.METHODS.values()] == [
-        "Learn-Morph-Infer (fast)", "Learn-Morph-Infer + refinement",
-        "Learn-Morph-Infer in the patient's tissue (from the T1)", "TMCMC (Bayesian)", "NPE (neural posterior)"]
+        "Learn-Morph-Infer (about half a minute)", "Learn-Morph-Infer + full refinement (minutes)",
+        "Learn-Morph-Infer in the atlas, unfitted (fastest, least accurate)", "TMCMC (Bayesian)",
+        "NPE (neural posterior)"]
     assert runner.METHODS["lmiRefine"].extraFlags == ("--refine",)
-    assert runner.METHODS["lmiPatient"].extraFlags == ("--anatomy", "patient")
+    assert runner.METHODS["lmiAtlas"].extraFlags == ("--anatomy", "atlas", "--coarse-fit", "off")
     assert runner.METHODS["tmcmc"].samplesPosterior and runner.METHODS["lmi"].registersAtlas
     # A method registered tomorrow appears with no change to the module; a preset must use a flag.
     extra = dict(listing[-1], name="abc", variants=[{"key": "abc", "label": "ABC", "settings": {}}])
