@@ -121,3 +121,30 @@ def test_bundled_atlas_is_a_plausible_brain():
     # The left hemisphere (x < 0 in RAS) holds about half the white matter (the atlas is symmetric).
     x = g.index_to_ras(np.stack(np.nonzero(atlas.wm.array > 0.5), axis=1))[:, 0]
     assert 0.45 < np.mean(x < 0) < 0.55
+
+
+def test_bias_correction_flattens_a_smooth_bias_and_leaves_a_flat_image_alone():
+    import SimpleITK as sitk
+
+    from TumorPersonalizationLib.imaging.bias_field import correct_bias
+
+    shape = (40, 44, 36)
+    idx = np.indices(shape, dtype=np.float32)
+    inside = sum(((idx[a] - (n - 1) / 2) / (0.4 * n)) ** 2 for a, n in enumerate(shape)) < 1.0
+    flat = np.where(inside, 100.0, 0.0).astype(np.float32)
+    bias = 1 + 0.4 * (idx[0] / (shape[0] - 1) - 0.5) * 2  # 0.6 at one side, 1.4 at the other
+
+    def image(array):
+        out = sitk.GetImageFromArray(array)
+        out.SetSpacing((2.0, 2.0, 2.0))
+        return out
+
+    mask = image(inside.astype(np.uint8))
+    corrected, spread = correct_bias(image(flat * bias), mask=mask)
+    values = sitk.GetArrayViewFromImage(corrected)[inside]
+    assert spread > 1.3 and values.std() / values.mean() < 0.25 * (flat * bias)[inside].std() / 100.0
+    unchanged, flat_spread = correct_bias(image(flat), mask=mask)
+    assert flat_spread < 1.05 and np.array_equal(sitk.GetArrayViewFromImage(unchanged), flat)
+    tiny = np.zeros(shape, np.uint8)
+    tiny[20, 20, 20] = 1
+    assert correct_bias(image(flat), mask=image(tiny))[1] == 1.0  # too little to fit: returned as it is

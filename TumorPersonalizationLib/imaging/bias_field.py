@@ -38,7 +38,8 @@ def correct_bias(image: sitk.Image, *, mask: sitk.Image | None = None, min_sprea
     Returns
     -------
     image : sitk.Image
-        Float32, same grid, corrected or not; the median intensity inside the mask is kept.
+        Float32, same grid, corrected or not (where the mask held values <= 0, lifted above zero first); the
+        median intensity inside the mask is kept.
     spread : float
         The fitted field's 95th / 5th percentile inside the mask (1.0 when the mask has too few voxels to fit).
     """
@@ -56,12 +57,12 @@ def correct_bias(image: sitk.Image, *, mask: sitk.Image | None = None, min_sprea
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations([int(iterations)] * int(levels))
     small, small_region = sitk.Shrink(image, shrink), sitk.Shrink(region, shrink)
+    small_inside = sitk.GetArrayViewFromImage(small_region).astype(bool)
+    if not small_inside.any():  # a mask thinner than the fitting grid: nothing to fit on
+        return original, 1.0
     n4.Execute(small, small_region)
     # The spread is judged on the fitting grid: evaluating the field on a 1 mm head costs seconds, so only a
     # field that will be divided out is evaluated there.
-    small_inside = sitk.GetArrayViewFromImage(small_region).astype(bool)
-    if not small_inside.any():
-        return original, 1.0
     low, high = np.percentile(sitk.GetArrayViewFromImage(n4.GetLogBiasFieldAsImage(small))[small_inside], [5.0, 95.0])
     spread = float(np.exp(high - low))
     if spread <= min_spread:
