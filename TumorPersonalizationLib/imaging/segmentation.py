@@ -143,8 +143,9 @@ def segment_tissue(t1: Volume, priors: dict, *, lesion: Volume | None = None,
     means, stds = _m_step(intensity[fit_rows], posterior[fit_rows])
     flat = 1.0 / max(float(np.ptp(intensity)), 1e-6)  # "other": uniform over the intensity range
     previous, history = -np.inf, []
+    region_in_box = region[_bounding_box(region)]
     for _ in range(settings.iterations):
-        spatial = prior * _mrf(posterior, region, settings.mrf_strength)
+        spatial = prior * _mrf(posterior, region_in_box, settings.mrf_strength)
         likelihood = np.empty_like(prior)
         for k in range(3):
             likelihood[:, k] = np.exp(-0.5 * ((intensity - means[k]) / stds[k]) ** 2) / (np.sqrt(2 * np.pi) * stds[k])
@@ -210,7 +211,11 @@ def _lesion_region(lesion: Volume | None, t1: Volume, margin_mm: float) -> np.nd
 
 
 def _mrf(posterior: np.ndarray, region: np.ndarray, strength: float) -> np.ndarray:
-    """exp(strength * neighbourhood mean of each class' posterior), per region voxel (mean-field Potts)."""
+    """exp(strength * neighbourhood mean of each class' posterior), per region voxel (mean-field Potts).
+
+    ``region`` is the region cut to its bounding box grown by one voxel (:func:`_bounding_box`): the filter then
+    sees the same zeros around the region as on the whole grid, on a fraction of the voxels (on a 1 mm head the
+    filters took half of the segmentation's time)."""
     if strength == 0.0:
         return np.ones_like(posterior)
     out = np.empty_like(posterior)
@@ -219,6 +224,14 @@ def _mrf(posterior: np.ndarray, region: np.ndarray, strength: float) -> np.ndarr
         full[region] = posterior[:, k]
         out[:, k] = ndimage.uniform_filter(full, size=3, mode="constant")[region]
     return np.exp(strength * out)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple:
+    """Slices of ``mask``'s bounding box grown by one voxel (within the array)."""
+    where = np.argwhere(mask)
+    low = np.maximum(where.min(axis=0) - 1, 0)
+    high = np.minimum(where.max(axis=0) + 2, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def _m_step(intensity: np.ndarray, posterior: np.ndarray) -> tuple:
