@@ -74,9 +74,15 @@ def test_end_to_end_writes_patient_space_outputs_that_match_the_truth(tmp_path, 
     assert (out / "overview.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_atlas_anatomy_unfitted_simulates_the_estimate_in_the_atlas(tmp_path, patient, capsys):
+def test_fast_simulates_the_estimate_as_predicted_in_the_atlas(tmp_path, patient, capsys):
+    from TumorPersonalizationLib.methods.lmi import Settings
+
+    fast, explicit = Settings(fast=True), Settings(anatomy="atlas", coarse_fit="off")
+    assert (fast.anatomy_used, fast.fitted) == (explicit.anatomy_used, explicit.fitted) == ("atlas", False)
+    with pytest.raises(InputError, match="not both"):
+        Settings(fast=True, refine=True).check()
     out = tmp_path / "out"
-    code, stdout, stderr = run(lmi_args(patient, out) + ["--anatomy", "atlas", "--coarse-fit", "off"], capsys)
+    code, stdout, stderr = run(lmi_args(patient, out) + ["--fast"], capsys)
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
     assert report["tissue"] == {"source": "bundled atlas"} and report["refinement"] is None

@@ -47,6 +47,8 @@ class Settings(MethodSettings):
     anatomy: str = setting("patient", "without --wm/--gm: simulate in tissue maps segmented from the T1 "
                                       "(patient), or in the atlas and warp the density back (atlas)", flag=True,
                            choices=("patient", "atlas"))
+    fast: bool = setting(False, "the quickest path: the estimate as predicted, simulated in the atlas (as "
+                                "--anatomy atlas --coarse-fit off; about 12 s)", flag=True)
     skull_stripped: str = setting("auto", "is the T1 skull-stripped? auto: decided from the image's foreground "
                                           "volume", flag=True, choices=("auto", "yes", "no"))
     refine_evaluations: int = setting(REFINE_EVALUATIONS, "simulations of the refinement on the 3 mm network grid",
@@ -57,7 +59,7 @@ class Settings(MethodSettings):
                                                                         "objective (0: skip)",
                                              zero_or_at_least=MIN_SIMPLEX_EVALUATIONS)
     mu_from: str = setting("auto", "take mu1, mu2 from the shape regressor or the inverse network; auto: the "
-                                   "network's with the patient's tissue maps and no refinement, else the shape "
+                                   "network's with the patient's tissue maps and no fit, else the shape "
                                    "regressor's", choices=("auto", "shape", "network"))
     seed_from: str = setting("shape", "take the seed from the seed regressor (~2 mm off on the test set) or the "
                                       "inverse network (~3.6 mm)", choices=("shape", "network"))
@@ -67,10 +69,22 @@ class Settings(MethodSettings):
     seed_weights: Path | None = setting(None, "trained seed regressor (default Resources/LMI/seed_regressor.pt)")
 
     def check(self) -> None:
+        if self.fast and self.refine:
+            raise InputError("give refine (--refine) or fast (--fast), not both")
         if self.shape_weights is not None and self.mu_from == "network":
             raise InputError("shape_weights is not read with mu_from 'network'")
         if self.seed_weights is not None and self.seed_from == "network":
             raise InputError("seed_weights is not read with seed_from 'network'")
+
+    @property
+    def anatomy_used(self) -> str:
+        """Where to simulate without given maps: ``anatomy``, or the atlas with ``fast``."""
+        return "atlas" if self.fast else self.anatomy
+
+    @property
+    def fitted(self) -> bool:
+        """Whether the estimate is fitted to the masks (the coarse fit, or the whole refinement)."""
+        return self.refine or (self.coarse_fit == "on" and not self.fast)
 
 
 def personalize(case, settings: Settings = Settings(), progress=None, cancel=None):
@@ -97,8 +111,8 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
 
     progress = Progress(progress, cancel)
     timer = StageTimer()
-    in_patient = case.tissue is not None or settings.anatomy == "patient"
-    fitted = settings.refine or settings.coarse_fit == "on"
+    in_patient = case.tissue is not None or settings.anatomy_used == "patient"
+    fitted = settings.fitted
     timer.start("registration")  # loading the models counts here: a missing file is found before registering
     models = load_models(settings.weights, settings.shape_weights, settings.seed_weights,
                          mu_from=choose_mu_source(settings.mu_from, in_patient, fitted),
@@ -107,9 +121,9 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     registration = stages.register(
         case.t1, case.flair, skull_stripped={"auto": None, "yes": True, "no": False}[settings.skull_stripped],
         t1_name=case.name("t1"), progress=progress.part(0.0, 0.3))
-    if case.tissue is None and settings.anatomy == "patient":
+    if case.tissue is None and settings.anatomy_used == "patient":
         timer.start("tissue_maps")
-    tissue, tissue_report = patient_tissue(case, segment=settings.anatomy == "patient", registration=registration,
+    tissue, tissue_report = patient_tissue(case, segment=settings.anatomy_used == "patient", registration=registration,
                                            progress=Progress(progress.part(0.3, 0.35)))
     timer.start("warp_to_atlas")
     progress(0.35, "warping the segmentations to the atlas")
