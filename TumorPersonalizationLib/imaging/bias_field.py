@@ -63,7 +63,9 @@ def correct_bias(image: sitk.Image, *, mask: sitk.Image | None = None, min_sprea
     n4.Execute(small, small_region)
     # The spread is judged on the fitting grid: evaluating the field on a 1 mm head costs seconds, so only a
     # field that will be divided out is evaluated there.
-    low, high = np.percentile(sitk.GetArrayViewFromImage(n4.GetLogBiasFieldAsImage(small))[small_inside], [5.0, 95.0])
+    # A copy, not a view: SimpleITK's array views do not keep their image alive, and this image is a temporary.
+    small_log_bias = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(small))
+    low, high = np.percentile(small_log_bias[small_inside], [5.0, 95.0])
     spread = float(np.exp(high - low))
     if spread <= min_spread:
         return original, spread
