@@ -129,8 +129,9 @@ def segment_tissue(t1: Volume, priors: dict, *, lesion: Volume | None = None,
 
     likely_brain = brain_prior >= 0.5
     bias_spread = None
-    if settings.bias_correction and (likely_brain & ~held).sum() >= 1000:
-        image, bias_spread = _bias_corrected(t1.like(image.astype(np.float32)), likely_brain & ~held)
+    bias_region = likely_brain & ~held
+    if settings.bias_correction and bias_region.sum() >= 1000:
+        image, bias_spread = _bias_corrected(t1.like(image.astype(np.float32)), bias_region)
     intensity = image[region]
     scale = float(np.percentile(image[likely_brain], 99)) if likely_brain.any() else 0.0
     if not scale > 0:
