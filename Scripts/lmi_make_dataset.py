@@ -1,5 +1,8 @@
 """Make the Learn-Morph-Infer training, validation and test sets: simulations in the atlas (lmi/training/dataset.py).
 
+The config decides the forward model: ``Resources/LMI/config.json`` Fisher-Kolmogorov,
+``Resources/LMI/mass_effect/config.json`` the mass-effect model.
+
 Parallel (one process per core by default) and resumable: each shard is written atomically when complete, and a
 new run makes only the shards that are missing. The config fixes every random draw, so the same config gives the
 same shards on any machine (up to floating-point differences between CPUs).
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    initargs = (dataset.__name__, tissue.wm.array, tissue.gm.array, tissue.wm.geometry.spacing_mm)
+    initargs = (dataset.__name__, tissue.wm.array, tissue.gm.array, tissue.csf.array, tissue.wm.geometry.spacing_mm)
     drawn = 0
     with task_pool(args.workers, args.scheduler, install_dataset, initargs) as (submit, completed):
         futures = [submit(make_dataset_shard, config, split, i, args.out.resolve()) for split, i in todo]

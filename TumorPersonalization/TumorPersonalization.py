@@ -504,6 +504,7 @@ class TumorPersonalizationLogic(ScriptedLoadableModuleLogic):
             result.report = _outputs.readReport(job.outDir)
             _outputs.loadDensity(job.outDir, f"{base} density", result)
             _outputs.loadTissueMaps(job.outDir, f"{base} tissue", result)
+            _outputs.loadMassEffect(job.outDir, base, result)
             _outputs.loadPlans(job.outDir, f"{base} CTVs", job.settings.planMode, job.settings.marginMm, job.core,
                                result)
             _outputs.addParameterTable(result.report, f"{base} parameters", result)

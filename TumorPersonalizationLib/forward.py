@@ -103,6 +103,14 @@ class DisplacementField:
         apply_geometry_to_sitk(image, self.geometry)
         return image
 
+    def resampled(self, geometry) -> "DisplacementField":
+        """The same field on another grid of the same space (each RAS component linearly; 0 outside this grid)."""
+        from .imaging.io import resample
+
+        components = [resample(Volume(np.ascontiguousarray(self.ras_mm[..., axis], dtype=np.float32), self.geometry),
+                               geometry, "linear").array for axis in range(3)]
+        return DisplacementField(np.stack(components, axis=-1).astype(np.float64), geometry)
+
     def write(self, path) -> Path:
         """Write as a 3-component vector image (NIfTI / NRRD / MetaImage), atomically."""
         import SimpleITK as sitk
@@ -151,9 +159,17 @@ def simulate_mass_effect(tissue: TissueMaps, dw_mm2_per_day: float, rho_per_day:
                                           tissue.geometry.spacing_mm, ratio=ratio, materials=materials)
     _check_seed(domain.fk, index, seed)
     result = domain.simulate(dw_mm2_per_day, rho_per_day, days, index, gamma, steps=steps, progress=progress)
+    return mass_effect_output(result, tissue.geometry, tissue.source, tissue.background)
+
+
+def mass_effect_output(result: mass_effect.MassEffectResult, geometry, source: str,
+                       background: Volume | None = None) -> MassEffectOutput:
+    """A mass-effect run's arrays (one output time) on ``geometry`` (the grid of the maps it grew in, described
+    by ``source``) as volumes: the density, the displacement field in the resampling convention and the deformed
+    maps (with ``background``)."""
     # Array-axis components (mm) to RAS: the direction matrix's columns are the axes' RAS directions.
-    tissue_ras = np.einsum("ra,a...->...r", tissue.geometry.direction_matrix, result.displacement_mm)
-    deformed = TissueMaps(tissue.wm.like(result.wm), tissue.gm.like(result.gm), tissue.csf.like(result.csf),
-                          tissue.background, source=f"{tissue.source}, deformed by the mass-effect model")
-    return MassEffectOutput(tissue.wm.like(result.density), DisplacementField(-tissue_ras, tissue.geometry),
-                            deformed, result.stats)
+    tissue_ras = np.einsum("ra,a...->...r", geometry.direction_matrix, result.displacement_mm)
+    deformed = TissueMaps(Volume(result.wm, geometry), Volume(result.gm, geometry), Volume(result.csf, geometry),
+                          background, source=f"{source}, deformed by the mass-effect model")
+    return MassEffectOutput(Volume(result.density, geometry), DisplacementField(-tissue_ras, geometry), deformed,
+                            result.stats)

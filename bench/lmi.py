@@ -14,6 +14,10 @@
 2. End to end: the example patient (Resources/ExamplePatient: SRI24 anatomy, 1 mm, synthetic tumor) through the
    whole pipeline, seconds per stage, without and with refinement, and its density against the truth.
 
+With ``--model mass-effect`` the test set is the mass-effect one (``--data .lmi_me_data``, the shipped
+``Resources/LMI/mass_effect`` models; see ``bench/lmi_mass_effect.py`` for what is scored), and the end-to-end run
+is the pipeline's default with the mass-effect model beside the Fisher-Kolmogorov one.
+
 Usage::
 
     python bench/lmi.py --data lmi_data [--cases 600] [--refine-cases 40] [--refine-start 0] [--workers 2]
@@ -22,6 +26,8 @@ Usage::
                         [--seed-from shape|network] [--skip-e2e] [--json out.json]
 
     python bench/lmi.py --join run1.json run2.json ... [--json joined.json]
+
+    python bench/lmi.py --model mass-effect --data lmi_me_data [--cases 600] [--refine-cases 100] [--workers 2]
 
 ``--join`` joins runs that refined different cases (``--refine-start``) and prints their refined cases together; the
 runs may come from different machines (their network scores may differ by float noise, up to ``JOIN_TOLERANCE``).
@@ -424,7 +430,8 @@ def _by_volume(table: np.ndarray, columns: list, flair_ml: np.ndarray, refined: 
 
 
 def end_to_end(refine_fit: bool, evaluations: int = DEFAULT_EVALUATIONS,
-               fine_evaluations: int = FINE_EVALUATIONS, mu_from: str = "shape", seed_from: str = "shape") -> dict:
+               fine_evaluations: int = FINE_EVALUATIONS, mu_from: str = "shape", seed_from: str = "shape",
+               model: str = "fisher-kolmogorov") -> dict:
     folder = ROOT / "Resources" / "ExamplePatient"
     t1 = read_volume(folder / "t1.nii.gz")
     t1gd, flair = read_volume(folder / "t1gd.nii.gz"), read_volume(folder / "flair.nii.gz")
@@ -432,18 +439,19 @@ def end_to_end(refine_fit: bool, evaluations: int = DEFAULT_EVALUATIONS,
     start = time.perf_counter()
     result = personalize(Case.from_volumes(t1gd, flair, t1=t1), "lmi", refine=refine_fit,
                          refine_evaluations=evaluations, refine_fine_evaluations=fine_evaluations, mu_from=mu_from,
-                         seed_from=seed_from)
+                         seed_from=seed_from, model=model)
     total = time.perf_counter() - start
     truth_density = truth.array.astype(np.float32) / 255.0
     dice = dice_at_levels(result.density, Volume(truth_density, truth.geometry), LEVELS)
     brain = t1.array > 0
     mae = float(np.abs(result.density.array - truth_density)[brain].mean())
-    out = {"refine": refine_fit, "total_s": total, "stages_s": result.timings,
+    out = {"model": model, "refine": refine_fit, "total_s": total, "stages_s": result.timings,
            "dice": {f"{k}": v for k, v in dice.items()}, "mae_brain": mae,
            "parameters": {k: result.parameters[k]["value"] for k in ("mu1", "mu2", "Dw", "rho", "T")},
            "truth": json.loads((folder / "truth.json").read_text())}
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-    print(f"\nEnd to end, example patient (1 mm, {t1.shape}), refine={refine_fit}: {total:.1f} s ({stages})")
+    print(f"\nEnd to end, example patient (1 mm, {t1.shape}), {model}, refine={refine_fit}: {total:.1f} s "
+          f"({stages})")
     print(f"  mu1 {out['parameters']['mu1']:.2f} (truth {out['truth']['mu1']:.2f}), mu2 {out['parameters']['mu2']:.2f} "
           f"(truth {out['truth']['mu2']:.2f}); Dice vs truth at {LEVELS}: "
           f"{[round(v, 3) for v in dice.values()]}; MAE in brain {mae:.3f}", flush=True)
@@ -461,16 +469,34 @@ def _finite(value):
     return value
 
 
+def mass_effect(args) -> int:
+    """``--model mass-effect``: the mass-effect test set (bench/lmi_mass_effect.py) and the example patient end to
+    end with either model."""
+    import lmi_mass_effect
+
+    results = {}
+    if not args.skip_test_set:
+        results["test_set"] = lmi_mass_effect.test_set(args)
+    if not args.skip_e2e:
+        results["end_to_end"] = [end_to_end(False, model=name) for name in ("fisher-kolmogorov", "mass-effect")]
+    if args.json:
+        args.json.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT / ".lmi_data", help="dataset folder with test shards")
-    parser.add_argument("--weights", type=Path, default=default_weights())
+    parser.add_argument("--model", choices=("fisher-kolmogorov", "mass-effect"), default="fisher-kolmogorov",
+                        help="the growth model whose test set and shipped models are measured")
+    parser.add_argument("--data", type=Path, help="dataset folder with test shards (default .lmi_data, with "
+                                                  "--model mass-effect .lmi_me_data)")
+    parser.add_argument("--weights", type=Path)
     parser.add_argument("--mu-from", choices=MU_SOURCES, default="shape",
                         help="mu1, mu2 from the shape regressor (the pipeline's default) or the inverse network")
-    parser.add_argument("--shape-weights", type=Path, default=default_shape_weights())
+    parser.add_argument("--shape-weights", type=Path)
     parser.add_argument("--seed-from", choices=SEED_SOURCES, default="shape",
                         help="the seed from the seed regressor (the pipeline's default) or the inverse network")
-    parser.add_argument("--seed-weights", type=Path, default=default_seed_weights())
+    parser.add_argument("--seed-weights", type=Path)
     parser.add_argument("--cases", type=int, default=600)
     parser.add_argument("--refine-cases", type=int, default=40)
     parser.add_argument("--refine-start", type=int, default=0, help="first case to refine (split a long run)")
@@ -496,6 +522,12 @@ def main(argv=None) -> int:
         if args.json:
             args.json.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
         return 0
+    args.data = args.data or ROOT / (".lmi_me_data" if args.model == "mass-effect" else ".lmi_data")
+    args.weights = args.weights or default_weights(args.model)
+    args.shape_weights = args.shape_weights or default_shape_weights(args.model)
+    args.seed_weights = args.seed_weights or default_seed_weights(args.model)
+    if args.model == "mass-effect":
+        return mass_effect(args)
     model, config = load_network(args.weights)
     results = {}
     if not args.skip_test_set:

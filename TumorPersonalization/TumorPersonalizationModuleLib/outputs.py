@@ -82,6 +82,28 @@ def loadTissueMaps(outDir: Path, name: str, result: ResultNodes) -> list:
     return loaded
 
 
+def loadMassEffect(outDir: Path, name: str, result: ResultNodes) -> list:
+    """With the mass-effect model: the predicted deformation (``displacement.nii.gz``) as a grid transform node,
+    read as Slicer reads a displacement-field file, so that applying it to the atlas or the T1 (Transforms module,
+    or a volume's parent transform) shows the predicted shift; and the deformed tissue maps as scalar volumes."""
+    from TumorPersonalizationLib.personalization.result import DEFORMED_TISSUE_FILES, DISPLACEMENT_FILE
+
+    loaded = []
+    if (outDir / DISPLACEMENT_FILE).is_file():
+        node = _track(result, slicer.mrmlScene.AddNewNodeByClass("vtkMRMLGridTransformNode",
+                                                                 f"{name} displacement"))
+        storage = slicer.vtkMRMLTransformStorageNode()
+        storage.SetFileName(str(outDir / DISPLACEMENT_FILE))
+        if not storage.ReadData(node):
+            raise RuntimeError(f"could not read {outDir / DISPLACEMENT_FILE} as a transform")
+        loaded.append(node)
+    for tissue, filename in DEFORMED_TISSUE_FILES.items():
+        if (outDir / filename).is_file():
+            volume = read_volume(outDir / filename, filename)
+            loaded.append(_track(result, addVolumeNode(volume, f"{name} deformed {tissue.upper()}")))
+    return loaded
+
+
 def styleDensity(node, result: ResultNodes | None = None) -> None:
     """Colour map 0..1, values below :data:`DENSITY_DISPLAY_THRESHOLD` transparent, and a colour legend."""
     display = node.GetDisplayNode()

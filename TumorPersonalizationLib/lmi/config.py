@@ -14,6 +14,18 @@ from .parameters import TargetScaling
 # The imaging modules (SimpleITK) are imported where used: training runs on machines that only have torch/numpy.
 
 
+FISHER_KOLMOGOROV, MASS_EFFECT = "fisher-kolmogorov", "mass-effect"
+
+
+def growth_model(config: dict) -> str:
+    """The forward model an LMI config's cases grow with: :data:`FISHER_KOLMOGOROV` (no ``model`` section) or
+    :data:`MASS_EFFECT` (``{"model": {"name": "mass-effect", "gamma_pa": [low, high]}}``)."""
+    name = config.get("model", {}).get("name", FISHER_KOLMOGOROV)
+    if name not in (FISHER_KOLMOGOROV, MASS_EFFECT):
+        raise InputError(f"LMI config: model.name must be {FISHER_KOLMOGOROV!r} or {MASS_EFFECT!r}, got {name!r}")
+    return name
+
+
 def lmi_dir() -> Path:
     """``Resources/LMI``: config, trained weights and training log."""
     return resources_dir() / "LMI"

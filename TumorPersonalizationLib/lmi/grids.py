@@ -19,6 +19,7 @@ from ..imaging.io import resample_smooth
 from ..imaging.tissue import TissueMaps, regrid_tissue
 from ..imaging.volume import Geometry, Volume
 from ..models.fisher_kolmogorov import Domain, nearest_voxel
+from ..models.mass_effect import AtGamma, MassEffectDomain
 from .config import network_tissue
 from .labels import encode_labels
 from .lesion_descriptors import GridLesion
@@ -26,6 +27,17 @@ from .lesion_descriptors import GridLesion
 PATIENT_FIT_SPACING_MM = 1.5
 """Grid of the patient's own tissue maps for the fine refinement and the final simulation (the atlas' resolution:
 the same cost per simulation as in the atlas)."""
+
+
+def growth_domain(wm: np.ndarray, gm: np.ndarray, csf: np.ndarray | None, spacing_mm, gamma_pa: float | None = None):
+    """The solver domain of the fits and the simulation: Fisher-Kolmogorov (``gamma_pa`` None), or the
+    mass-effect model at ``gamma_pa`` (Pa; :class:`~..models.mass_effect.AtGamma`, which needs ``csf``)."""
+    if gamma_pa is None:
+        return Domain(wm, gm, spacing_mm)
+    if csf is None:
+        raise InputError("the mass-effect model needs a CSF map: give --csf with --wm and --gm, or leave all three "
+                         "out so the T1 is segmented")
+    return AtGamma(MassEffectDomain(wm, gm, csf, spacing_mm), gamma_pa)
 
 
 def mask_on_grid(mask: Volume, geometry) -> np.ndarray:
@@ -72,7 +84,8 @@ class FitGrid:
 
     Attributes
     ----------
-    domain : Domain
+    domain : Domain or AtGamma
+        Fisher-Kolmogorov, or the mass-effect model at one gamma (:func:`growth_domain`).
     geometry : Geometry
         Of the domain's arrays.
     t1gd, flair : (ni, nj, nk) bool or None
@@ -83,7 +96,7 @@ class FitGrid:
         lies in the atlas' space.
     """
 
-    domain: Domain
+    domain: Domain | AtGamma
     geometry: Geometry
     t1gd: np.ndarray | None
     flair: np.ndarray | None
@@ -102,20 +115,24 @@ class FitGrid:
         return nearest_domain_voxel(self.domain.inside, self.geometry.ras_to_index(point))
 
 
-def atlas_fit_grid(atlas, t1gd: np.ndarray | None = None, flair: np.ndarray | None = None) -> FitGrid:
+def atlas_fit_grid(atlas, t1gd: np.ndarray | None = None, flair: np.ndarray | None = None,
+                   gamma_pa: float | None = None) -> FitGrid:
     """The atlas' own grid (``atlas``: :func:`~..imaging.atlas.load_atlas`) with its WM / GM domain and the masks
-    given on it."""
-    return FitGrid(Domain(atlas.wm.array, atlas.gm.array, atlas.wm.geometry.spacing_mm), atlas.wm.geometry,
-                   t1gd, flair)
+    given on it (``gamma_pa``: :func:`growth_domain`)."""
+    domain = growth_domain(atlas.wm.array, atlas.gm.array, atlas.csf.array, atlas.wm.geometry.spacing_mm, gamma_pa)
+    return FitGrid(domain, atlas.wm.geometry, t1gd, flair)
 
 
-def patient_fit_grid(tissue: TissueMaps, t1gd: Volume, flair: Volume, point_from_atlas: Callable) -> FitGrid:
+def patient_fit_grid(tissue: TissueMaps, t1gd: Volume, flair: Volume, point_from_atlas: Callable,
+                     gamma_pa: float | None = None) -> FitGrid:
     """The patient's own WM / GM and masks on a :data:`PATIENT_FIT_SPACING_MM` grid over their field of view:
     where the refinement's fine stage and the final simulation run when the patient's tissue maps are given.
-    Seeds reach it from the atlas through ``point_from_atlas`` (``Registration.atlas_point_to_patient``)."""
+    Seeds reach it from the atlas through ``point_from_atlas`` (``Registration.atlas_point_to_patient``);
+    ``gamma_pa``: :func:`growth_domain`."""
     fit_tissue = regrid_tissue(tissue, PATIENT_FIT_SPACING_MM)
     geometry = fit_tissue.geometry
-    domain = Domain(fit_tissue.wm.array, fit_tissue.gm.array, geometry.spacing_mm)
+    csf = None if fit_tissue.csf is None else fit_tissue.csf.array
+    domain = growth_domain(fit_tissue.wm.array, fit_tissue.gm.array, csf, geometry.spacing_mm, gamma_pa)
     t1gd_fit, flair_fit = lesion_on_grid(t1gd, flair, geometry)
     if not (t1gd_fit & domain.inside).any():
         raise InputError("the T1Gd lesion lies outside the WM/GM of the given tissue maps (WM + GM < 0.1 "

@@ -1,28 +1,34 @@
 """The trained models Learn-Morph-Infer reads, loaded together: the inverse network and the shape and seed
-regressors (``Resources/LMI`` by default)."""
+regressors (``Resources/LMI`` by default; for the mass-effect model ``Resources/LMI/mass_effect``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .config import lmi_dir
+from .config import FISHER_KOLMOGOROV, MASS_EFFECT, growth_model, lmi_dir
 from .network import WEIGHTS_NAME, InverseNet, load_network
 from .shape_regressor import SEED_WEIGHTS_NAME
 from .shape_regressor import WEIGHTS_NAME as SHAPE_WEIGHTS_NAME
 from .shape_regressor import load_seed_regressor, load_shape_regressor
 
 
-def default_weights() -> Path:
-    return lmi_dir() / WEIGHTS_NAME
+def model_dir(model: str = FISHER_KOLMOGOROV) -> Path:
+    """Where the shipped models of a growth model live: ``Resources/LMI`` (Fisher-Kolmogorov) or
+    ``Resources/LMI/mass_effect``."""
+    return lmi_dir() / "mass_effect" if model == MASS_EFFECT else lmi_dir()
 
 
-def default_shape_weights() -> Path:
-    return lmi_dir() / SHAPE_WEIGHTS_NAME
+def default_weights(model: str = FISHER_KOLMOGOROV) -> Path:
+    return model_dir(model) / WEIGHTS_NAME
 
 
-def default_seed_weights() -> Path:
-    return lmi_dir() / SEED_WEIGHTS_NAME
+def default_shape_weights(model: str = FISHER_KOLMOGOROV) -> Path:
+    return model_dir(model) / SHAPE_WEIGHTS_NAME
+
+
+def default_seed_weights(model: str = FISHER_KOLMOGOROV) -> Path:
+    return model_dir(model) / SEED_WEIGHTS_NAME
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +67,9 @@ def _load_regressor(path, network_config: dict, load, what: str, takes: str):
     if config["grid"] != network_config["grid"]:
         raise InputError(f"{what} weights {path}: trained on the grid {config['grid']}, the network on "
                          f"{network_config['grid']}")
+    if growth_model(config) != growth_model(network_config):
+        raise InputError(f"{what} weights {path}: trained on the {growth_model(config)} model, the network on the "
+                         f"{growth_model(network_config)} model")
     return model
 
 
@@ -75,24 +84,28 @@ def load_seed_model(path, network_config: dict):
 
 
 def load_models(weights=None, shape_weights=None, seed_weights=None, *, mu_from: str = "shape",
-                seed_from: str = "shape") -> Models:
-    """The inverse network (``weights``, default ``Resources/LMI/inverse_net.pt``) and, where ``mu_from`` /
-    ``seed_from`` is ``"shape"``, the shape / seed regressor (default the shipped ones). InputError names a file
-    that is missing, unreadable or made for another network grid."""
-    weights = Path(weights) if weights is not None else default_weights()
+                seed_from: str = "shape", model: str = FISHER_KOLMOGOROV) -> Models:
+    """The inverse network (``weights``, default ``inverse_net.pt`` in :func:`model_dir`) and, where ``mu_from``
+    / ``seed_from`` is ``"shape"``, the shape / seed regressor (default the shipped ones), all trained on the
+    growth ``model``'s simulations. InputError names a file that is missing, unreadable or made for another
+    network grid or growth model."""
+    weights = Path(weights) if weights is not None else default_weights(model)
     if not weights.is_file():
         raise InputError(f"LMI weights {weights} not found (train them with Scripts/lmi_train.py)")
     network, config = load_network(weights)
+    if growth_model(config) != model:
+        raise InputError(f"LMI weights {weights}: trained on the {growth_model(config)} model, not the {model} "
+                         f"model")
     notes, shape, seed = [], None, None
     if mu_from == "shape":
-        shape_weights = Path(shape_weights) if shape_weights is not None else default_shape_weights()
+        shape_weights = Path(shape_weights) if shape_weights is not None else default_shape_weights(model)
         shape = load_shape_model(shape_weights, config)
     elif shape_weights is not None:
         notes.append(f"the shape regressor weights {shape_weights} were not read: mu1, mu2 came from the inverse "
                      "network (mu_from 'auto' takes them there with the patient's tissue maps and no refinement)")
         shape_weights = None
     if seed_from == "shape":
-        seed_weights = Path(seed_weights) if seed_weights is not None else default_seed_weights()
+        seed_weights = Path(seed_weights) if seed_weights is not None else default_seed_weights(model)
         seed = load_seed_model(seed_weights, config)
     else:
         seed_weights = None

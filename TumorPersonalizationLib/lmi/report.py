@@ -27,7 +27,9 @@ def lmi_parameters(simulated: Simulated, on_patient: OnPatient) -> dict:
             "v": {"value": FRONT_SPEED_MM_PER_DAY, "unit": "mm/day", "note": "fixed (200 mm/year)"},
             **{axis: {"value": float(seed[n]), "unit": "mm (RAS, atlas space)"} for n, axis in enumerate("xyz")},
             "uc_T1Gd": {"value": fit.uc_t1gd, "unit": "density", "note": "best fit, not predicted"},
-            "uc_FLAIR": {"value": fit.uc_flair, "unit": "density", "note": "best fit, not predicted"}}
+            "uc_FLAIR": {"value": fit.uc_flair, "unit": "density", "note": "best fit, not predicted"},
+            **({} if simulated.gamma_pa is None else
+               {"gamma": {"value": simulated.gamma_pa, "unit": "Pa", "note": "given (--gamma), not estimated"}})}
 
 
 def lmi_report(models: Models, registration: Registration, estimate: Estimate, refinement: Refinement | None,
@@ -52,4 +54,11 @@ def lmi_report(models: Models, registration: Registration, estimate: Estimate, r
               "shape_weights": None if models.shape_weights is None else str(models.shape_weights),
               "seed_weights": None if models.seed_weights is None else str(models.seed_weights),
               "notes": [*models.notes, *estimate.notes, *general_notes, FRONT_SPEED_NOTE]}
+    report["model"] = "fisher-kolmogorov" if simulated.mass_effect is None else "mass-effect"
+    if simulated.mass_effect is not None:
+        stats = simulated.mass_effect.stats
+        report["mass_effect"] = {"gamma_pa": simulated.gamma_pa,
+                                 "max_displacement_mm": round(float(stats["max_displacement_mm"]), 3),
+                                 "elasticity_solves": stats["elasticity_solves"],
+                                 "cg_iterations": stats["cg_iterations"]}
     return parameters, report

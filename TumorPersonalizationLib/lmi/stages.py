@@ -10,6 +10,10 @@ result, so that it can be run, tested and reused alone.
 5. :func:`simulate`: (mu1, mu2) -> (Dw, rho, T) at the fixed front speed; one run at the fine grid's resolution.
 6. :func:`warp_back`: the density (linear) and the atlas tissue maps back to the patient grid.
 
+With the mass-effect model (``gamma_pa`` given to :func:`fit_grids`) the fits and the simulation run that model
+at the given gamma, in the patient's tissue only; :func:`warp_back` then also returns the displacement field and
+the deformed tissue maps on the T1's grid.
+
 The fine grid (:func:`fit_grids`) is the atlas' own 1.5 mm grid, or, with the patient's own tissue maps, those maps
 on a 1.5 mm grid over the patient's field of view (the seed carried there through the registration): the density
 then follows the patient's anatomy and is resampled to the T1's grid (README: across two anatomies, simulating in
@@ -28,9 +32,12 @@ from ..imaging.io import resample, resample_smooth
 from ..imaging.tissue import TissueMaps
 from ..imaging.volume import Volume
 from ..registration import Registration, RegistrationSettings, register_to_atlas
+from ..forward import DisplacementField, mass_effect_output
+from ..models.mass_effect import AtGamma, MassEffectResult
 from .config import mu_bounds, network_domain, network_tissue
 from .estimators import predict_labels
-from .grids import FitGrid, atlas_fit_grid, lesion_on_network_grid, nearest_domain_voxel, patient_fit_grid
+from .grids import (FitGrid, atlas_fit_grid, growth_domain, lesion_on_network_grid, nearest_domain_voxel,
+                    patient_fit_grid)
 from .inputs import crop_labels
 from .lesion_descriptors import GridLesion
 from .models import Models
@@ -135,13 +142,21 @@ class FitGrids:
 
 
 def fit_grids(lesion: AtlasLesion, config: dict, registration: Registration, tissue: TissueMaps | None = None,
-              t1gd: Volume | None = None, flair: Volume | None = None) -> FitGrids:
+              t1gd: Volume | None = None, flair: Volume | None = None, gamma_pa: float | None = None) -> FitGrids:
     """The grids for :func:`refine` and :func:`simulate`; with the patient's ``tissue`` (on the grid of the T1,
-    like ``t1gd`` and ``flair``) the fine grid is theirs (:func:`.grids.patient_fit_grid`)."""
+    like ``t1gd`` and ``flair``) the fine grid is theirs (:func:`.grids.patient_fit_grid`). ``gamma_pa``: the
+    mass-effect model at that gamma (Pa) on both grids, else Fisher-Kolmogorov."""
     labels = lesion.network.labels
-    network = FitGrid(network_domain(config), lesion.network.geometry, labels == 2, labels > 0)
+    if gamma_pa is None:
+        domain = network_domain(config)
+    else:
+        net = network_tissue(config)
+        domain = growth_domain(net.wm.array, net.gm.array, net.csf.array, net.wm.geometry.spacing_mm, gamma_pa)
+    network = FitGrid(domain, lesion.network.geometry, labels == 2, labels > 0)
     if tissue is not None:
-        fine = patient_fit_grid(tissue, t1gd, flair, registration.atlas_point_to_patient)
+        fine = patient_fit_grid(tissue, t1gd, flair, registration.atlas_point_to_patient, gamma_pa)
+    elif gamma_pa is not None:
+        raise InputError("the mass-effect model runs in the patient's tissue: not with --anatomy atlas or --fast")
     else:
         t1gd_atlas = np.asarray(lesion.t1gd.array) > 0
         fine = atlas_fit_grid(load_atlas(), t1gd_atlas, t1gd_atlas | (np.asarray(lesion.flair.array) > 0))
@@ -163,7 +178,8 @@ def refine(estimate: Estimate, grids: FitGrids, config: dict, *, evaluations: in
 class Simulated:
     """Stage 5's result: the density of (mu1, mu2) from ``seed_index`` on the fine grid, and how well it fits the
     masks there, or on the network grid (``fit_grid``: "patient", "atlas" or "network"), with the objective the
-    estimate was fitted with (``objective_kind``: "sharp" after the polish, else "smooth")."""
+    estimate was fitted with (``objective_kind``: "sharp" after the polish, else "smooth"); with the mass-effect
+    model also its whole run (``mass_effect``: displacement, deformed tissue, solver work) and its ``gamma_pa``."""
 
     mu1: float
     mu2: float
@@ -172,6 +188,8 @@ class Simulated:
     fit: Fit
     fit_grid: str
     objective_kind: str
+    mass_effect: MassEffectResult | None = None
+    gamma_pa: float | None = None
 
 
 def simulate(grids: FitGrids, estimate: Estimate, refinement: Refinement | None = None,
@@ -194,6 +212,9 @@ def simulate(grids: FitGrids, estimate: Estimate, refinement: Refinement | None 
         net = grids.network
         on_network = resample_smooth(Volume(density, fine.geometry), net.geometry).array
         fit, fit_grid = mask_fit(on_network, net.t1gd, net.flair, net.domain.inside), "network"
+    if isinstance(fine.domain, AtGamma):
+        return Simulated(mu1, mu2, density, seed_final, fit, fit_grid, "sharp" if sharp else "smooth",
+                         fine.domain.last, fine.domain.gamma_pa)
     return Simulated(mu1, mu2, density, seed_final, fit, fit_grid, "sharp" if sharp else "smooth")
 
 
@@ -201,12 +222,14 @@ def simulate(grids: FitGrids, estimate: Estimate, refinement: Refinement | None 
 class OnPatient:
     """Stage 6's result: the density on the T1's grid (float32 in [0, 1]), the tissue maps there (the patient's,
     or the atlas' warped there; the T1 as background) and the simulated seed in the patient's and the atlas'
-    space (RAS mm)."""
+    space (RAS mm); with the mass-effect model the displacement field and the deformed tissue maps there."""
 
     density: Volume
     tissue: TissueMaps
     seed_patient_ras: np.ndarray
     seed_atlas_ras: np.ndarray
+    displacement: DisplacementField | None = None
+    deformed_tissue: TissueMaps | None = None
 
 
 def warp_back(simulated: Simulated, grids: FitGrids, registration: Registration, t1: Volume,
@@ -227,4 +250,11 @@ def warp_back(simulated: Simulated, grids: FitGrids, registration: Registration,
         tissue = TissueMaps(*(registration.to_patient(v, "linear") for v in (atlas.wm, atlas.gm, atlas.csf)),
                             background=background, source="bundled atlas warped to the patient")
     density = density.like(np.clip(density.array, 0.0, 1.0).astype(np.float32))
-    return OnPatient(density, tissue, seed_patient, seed_atlas)
+    displacement = deformed = None
+    if simulated.mass_effect is not None:  # fit_grids allows it in the patient's space only
+        moved = mass_effect_output(simulated.mass_effect, fine.geometry, "the patient's tissue")
+        displacement = moved.displacement.resampled(t1.geometry)
+        deformed = TissueMaps(*(resample(v, t1.geometry, "linear") for v in (moved.tissue.wm, moved.tissue.gm,
+                                                                               moved.tissue.csf)),
+                              background=background, source=f"{tissue.source}, deformed by the mass-effect model")
+    return OnPatient(density, tissue, seed_patient, seed_atlas, displacement, deformed)

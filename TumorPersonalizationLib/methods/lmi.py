@@ -23,6 +23,8 @@ REQUIRED_INPUTS = ("t1", "t1gd", "flair")
 OPTIONAL_INPUTS = ("wm", "gm", "csf", "recurrence")
 VARIANTS = (("lmi", "Learn-Morph-Infer (about half a minute)", {}),
             ("lmiRefine", "Learn-Morph-Infer + full refinement (minutes)", {"refine": True}),
+            ("lmiMassEffect", "Learn-Morph-Infer, mass-effect model (tumor pushes the brain; about a minute)",
+             {"model": "mass-effect"}),
             ("lmiAtlas", "Learn-Morph-Infer in the atlas, unfitted (fastest, least accurate)",
              {"anatomy": "atlas", "coarse_fit": "off"}))
 """Named presets the Slicer panel offers: (key, label, settings)."""
@@ -33,6 +35,10 @@ REFINE_FINE_EVALUATIONS = 120
 REFINE_POLISH_EVALUATIONS = 60
 MIN_SIMPLEX_EVALUATIONS = 6
 """A Nelder-Mead stage needs its start and a simplex around it in the 5 parameters."""
+GROWTH_MODELS = ("fisher-kolmogorov", "mass-effect")  # lmi.config's names; that module imports numpy at load
+DEFAULT_GAMMA_PA = 5000.0
+"""gamma the mass-effect model simulates with unless the user gives one: the middle of the trained range
+(0-10,000 Pa); one time point's masks do not tell it (docs/methods/lmi_mass_effect.md)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,13 @@ class Settings(MethodSettings):
                                    "regressor's", choices=("auto", "shape", "network"))
     seed_from: str = setting("shape", "take the seed from the seed regressor (~2 mm off on the test set) or the "
                                       "inverse network (~3.6 mm)", choices=("shape", "network"))
-    weights: Path | None = setting(None, "trained inverse network (default Resources/LMI/inverse_net.pt)")
+    model: str = setting("fisher-kolmogorov", "the growth model: Fisher-Kolmogorov, or with mass effect (the tumor "
+                                              "pushes the brain; also writes the displacement field and the "
+                                              "deformed tissue)", flag=True, choices=GROWTH_MODELS)
+    gamma: float = setting(DEFAULT_GAMMA_PA, "with --model mass-effect: the mass-effect parameter gamma", unit="Pa",
+                           flag=True, minimum=0.0, maximum=10000.0)
+    weights: Path | None = setting(None, "trained inverse network (default Resources/LMI/inverse_net.pt, with "
+                                         "--model mass-effect Resources/LMI/mass_effect/inverse_net.pt)")
     shape_weights: Path | None = setting(None, "trained shape regressor (default "
                                                "Resources/LMI/shape_regressor.pt)")
     seed_weights: Path | None = setting(None, "trained seed regressor (default Resources/LMI/seed_regressor.pt)")
@@ -75,6 +87,16 @@ class Settings(MethodSettings):
             raise InputError("shape_weights is not read with mu_from 'network'")
         if self.seed_weights is not None and self.seed_from == "network":
             raise InputError("seed_weights is not read with seed_from 'network'")
+        if self.model == "mass-effect" and self.anatomy_used == "atlas":
+            raise InputError("model mass-effect (--model) runs in the patient's tissue: not with --fast or "
+                             "--anatomy atlas")
+        if self.model != "mass-effect" and self.gamma != DEFAULT_GAMMA_PA:
+            raise InputError("gamma (--gamma) is the mass-effect model's parameter: give --model mass-effect")
+
+    @property
+    def gamma_pa(self) -> float | None:
+        """gamma in Pa for the mass-effect model, None for Fisher-Kolmogorov."""
+        return self.gamma if self.model == "mass-effect" else None
 
     @property
     def anatomy_used(self) -> str:
@@ -88,7 +110,7 @@ class Settings(MethodSettings):
 
 
 def personalize(case, settings: Settings = Settings(), progress=None, cancel=None):
-    """Personalize the Fisher-Kolmogorov model to ``case`` with Learn-Morph-Infer.
+    """Personalize the Fisher-Kolmogorov or the mass-effect model to ``case`` with Learn-Morph-Infer.
 
     Parameters
     ----------
@@ -109,6 +131,9 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     from ..personalization.result import IDENTIFIABILITY_NOTE, SEED_NOTE
     from ..stage_timer import StageTimer
 
+    if settings.gamma_pa is not None and case.tissue is not None and case.tissue.csf is None:
+        raise InputError("the mass-effect model needs a CSF map: give --csf with --wm and --gm, or leave all three "
+                         "out so the T1 is segmented")
     progress = Progress(progress, cancel)
     timer = StageTimer()
     in_patient = case.tissue is not None or settings.anatomy_used == "patient"
@@ -116,7 +141,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     timer.start("registration")  # loading the models counts here: a missing file is found before registering
     models = load_models(settings.weights, settings.shape_weights, settings.seed_weights,
                          mu_from=choose_mu_source(settings.mu_from, in_patient, fitted),
-                         seed_from=settings.seed_from)
+                         seed_from=settings.seed_from, model=settings.model)
     progress(0.0, "registering the T1 to the atlas")
     registration = stages.register(
         case.t1, case.flair, skull_stripped={"auto": None, "yes": True, "no": False}[settings.skull_stripped],
@@ -132,7 +157,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     progress(0.4, "predicting the growth parameters")
     estimate = stages.estimate(models, lesion.network)
     timer.stop()
-    grids = stages.fit_grids(lesion, models.config, registration, tissue, case.t1gd, case.flair)
+    grids = stages.fit_grids(lesion, models.config, registration, tissue, case.t1gd, case.flair, settings.gamma_pa)
     refinement = None
     if fitted:
         # The coarse fit alone is the refinement's first stage: on SRI24 with its segmented maps it lifted Dice
@@ -157,4 +182,5 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     report["settings"] = settings.as_dict()
     report["tissue"] = tissue_report
     return Personalization.create(NAME, case, on_patient.tissue, on_patient.density, parameters, report,
-                                  margin_mm=settings.margin_mm, timings=report["timings_s"])
+                                  margin_mm=settings.margin_mm, timings=report["timings_s"],
+                                  displacement=on_patient.displacement, deformed_tissue=on_patient.deformed_tissue)

@@ -381,6 +381,44 @@ class MassEffectDomain:
                                 stats=stats)
 
 
+class AtGamma:
+    """A :class:`MassEffectDomain` at one gamma, behind the Fisher-Kolmogorov :class:`~.fisher_kolmogorov.Domain`'s
+    interface for callers that only need the density (``inside``, ``spacing_mm``, ``check_seed``, ``simulate``):
+    the fits of Learn-Morph-Infer run on either model through it. The last run's full result (displacement,
+    deformed tissue) is kept in ``last``.
+
+    Parameters
+    ----------
+    domain : MassEffectDomain
+    gamma_pa : float
+        The mass-effect parameter (Pa), checked by :func:`check_gamma`.
+    """
+
+    def __init__(self, domain: MassEffectDomain, gamma_pa: float):
+        self.domain = domain
+        self.gamma_pa = check_gamma(gamma_pa)
+        self.last: MassEffectResult | None = None
+
+    @property
+    def inside(self) -> np.ndarray:
+        """(ni, nj, nk) bool: the undeformed WM/GM domain, where seeds may lie."""
+        return self.domain.fk.inside
+
+    @property
+    def spacing_mm(self) -> np.ndarray:
+        return self.domain.fk.spacing_mm
+
+    def check_seed(self, seed_index, name: str = "seed") -> np.ndarray:
+        return self.domain.fk.check_seed(seed_index, name)
+
+    def simulate(self, dw_mm2_per_day: float, rho_per_day: float, days, seed_index, *,
+                 steps: fk.StepSettings = fk.DEFAULT_STEPS, progress=None, parallel: bool = True) -> np.ndarray:
+        """The density of :meth:`MassEffectDomain.simulate` at this gamma (float32, in [0, 1])."""
+        self.last = self.domain.simulate(dw_mm2_per_day, rho_per_day, days, seed_index, self.gamma_pa, steps=steps,
+                                         progress=progress, parallel=parallel)
+        return self.last.density
+
+
 def jacobian_determinant(displacement_mm: np.ndarray, spacing_mm, sign: float = 1.0) -> np.ndarray:
     """det(I + sign * grad u) per voxel (central differences), for u of shape (3, ni, nj, nk) in mm.
 
@@ -410,5 +448,5 @@ def simulate(wm, gm, csf, spacing_mm, dw_mm2_per_day, rho_per_day, days, seed_in
                            progress=progress)
 
 
-__all__ = ["BODY_THRESHOLD", "DEFAULT_MATERIALS", "GAMMA_MAX_PA", "Material", "MassEffectDomain",
+__all__ = ["AtGamma", "BODY_THRESHOLD", "DEFAULT_MATERIALS", "GAMMA_MAX_PA", "Material", "MassEffectDomain",
            "MassEffectResult", "check_gamma", "jacobian_determinant", "materials_with", "simulate"]

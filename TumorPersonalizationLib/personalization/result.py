@@ -13,6 +13,9 @@ files:
     ctv_*.nii.gz, plan.png, probability_c>=*.nii.gz    the radiotherapy plans
     tissue_wm/gm/csf.nii.gz   the tissue maps segmented from the T1, when the method made them (inspect them,
                           or pass them back with --wm/--gm/--csf)
+    displacement.nii.gz   with the mass-effect model: the predicted tissue displacement as an ITK / Slicer
+                          displacement-field transform (resampling convention, mm)
+    deformed_wm/gm/csf.nii.gz  with the mass-effect model: the tissue maps as the tumor deformed them
 """
 from __future__ import annotations
 
@@ -35,9 +38,12 @@ from .case import Case
 from .quality import assess
 
 TISSUE_FILES = {"wm": "tissue_wm.nii.gz", "gm": "tissue_gm.nii.gz", "csf": "tissue_csf.nii.gz"}
+DEFORMED_TISSUE_FILES = {"wm": "deformed_wm.nii.gz", "gm": "deformed_gm.nii.gz", "csf": "deformed_csf.nii.gz"}
+DISPLACEMENT_FILE = "displacement.nii.gz"
 OUTPUT_NAMES = ("density.nii.gz", "density_std.nii.gz", "density_map.nii.gz", "report.json", "overview.png",
                 "posterior.png", "plan.png", "ctv_standard.nii.gz", "ctv_model.nii.gz", "ctv_probabilistic.nii.gz",
-                f"probability_c>={radiotherapy.DEFAULT_THRESHOLD:g}.nii.gz", *TISSUE_FILES.values())
+                f"probability_c>={radiotherapy.DEFAULT_THRESHOLD:g}.nii.gz", *TISSUE_FILES.values(),
+                DISPLACEMENT_FILE, *DEFORMED_TISSUE_FILES.values())
 
 IDENTIFIABILITY_NOTE = (
     "From one imaging time point only mu1 = sqrt(Dw T) and mu2 = sqrt(rho T) (and the front speed "
@@ -76,6 +82,10 @@ class Personalization:
         Densities of k posterior draws (for the probabilistic plan).
     probabilistic : (Volume, Volume) or None
         The probabilistic CTV and P(c >= threshold) per voxel, from ``predictive_samples``.
+    displacement : DisplacementField or None
+        With the mass-effect model: the predicted tissue displacement on the case's grid.
+    deformed_tissue : TissueMaps or None
+        With the mass-effect model: the tissue maps deformed by the tumor, on the case's grid.
     """
 
     method: str
@@ -92,6 +102,8 @@ class Personalization:
     predictive_samples: np.ndarray | None = None
     probabilistic: tuple | None = None
     timings: dict = field(default_factory=dict)
+    displacement: object | None = None
+    deformed_tissue: TissueMaps | None = None
 
     @classmethod
     def create(cls, method: str, case: Case, tissue: TissueMaps, density: Volume, parameters: dict, report: dict,
@@ -136,6 +148,8 @@ class Personalization:
         if self.report.get("tissue", {}).get("source", "").startswith("segmented"):
             files.update({name: getattr(self.tissue, key) for key, name in TISSUE_FILES.items()
                           if getattr(self.tissue, key) is not None})
+        if self.deformed_tissue is not None:
+            files.update({name: getattr(self.deformed_tissue, key) for key, name in DEFORMED_TISSUE_FILES.items()})
         return files
 
     def write(self, out_dir, *, truth: dict | None = None) -> dict:
@@ -164,6 +178,8 @@ class Personalization:
         report = dict(self.report)
         for name, volume in self.volumes().items():
             write_volume(volume, out / name)
+        if self.displacement is not None:
+            self.displacement.write(out / DISPLACEMENT_FILE)
         background = self.tissue.background if self.tissue.background is not None else self.tissue.wm
         core = self.case.t1gd
         centre = np.argwhere(core.array).mean(axis=0)

@@ -10,11 +10,19 @@ thresholds the density into T1Gd (c >= c_T1Gd) and FLAIR (c >= c_FLAIR) masks. C
 (250 mm) are discarded before simulating: even in grey matter alone (Dw / 10) that front lies 79 mm out, a lesion
 far above 250 mL. This only skips simulations that would be discarded; the accepted distribution is unchanged.
 
+With the mass-effect model (the config's ``model`` section: ``{"name": "mass-effect", "gamma_pa": [low, high]}``)
+a case also draws gamma (Pa) uniformly, and is grown by :class:`~...models.mass_effect.MassEffectDomain` in the
+atlas' WM / GM / CSF. A Fisher-Kolmogorov run screens each draw first (~4x cheaper on this grid): only draws whose
+Fisher-Kolmogorov lesion lies within :data:`SCREEN_FACTORS` of the acceptance bounds get the mass-effect run, and
+the acceptance is then decided on the mass-effect lesion. In a 60-draw sample (docs/methods/lmi_mass_effect.md)
+the mass effect enlarged every FLAIR lesion above 100 mL (up to 3x) and changed those under 10 mL by a factor
+0.2-1.2, so the screen dropped no draw there that the mass-effect model would have accepted.
+
 Storage is a folder of shards ``{split}_{index:05d}.npz``, each holding ``shard_size`` accepted cases:
 
     labels      uint8 (n, ni, nj, nk)   0 outside, 1 FLAIR only, 2 T1Gd (which lies inside FLAIR); zlib-compressed
     targets     float32 (n, 5)          mu1 (mm), mu2, seed i, j, k (continuous network-grid voxel index)
-    parameters  float64 (n, 8)          PARAMETER_NAMES
+    parameters  float64 (n, 8 or 9)     :func:`parameter_names` (the mass-effect model adds gamma)
     drawn       int                     parameter sets drawn to fill the shard (accepted + discarded)
 
 The folder also holds ``tissue.npz``: the WM and GM maps (float32, (2, ni, nj, nk)) the cases grew in, which
@@ -34,11 +42,19 @@ from ...errors import InputError
 from ... import files
 from ...files import atomic_path
 from ...models.fisher_kolmogorov import Domain
+from ..config import MASS_EFFECT, growth_model
 from ..labels import encode_labels
 from ..parameters import to_time_independent
 
 PARAMETER_NAMES = ("Dw", "rho", "T", "seed_i", "seed_j", "seed_k", "uc_T1Gd", "uc_FLAIR")
 SPLITS = ("train", "val", "test")
+SCREEN_FACTORS = {"t1gd_min_ml": 0.5, "flair_min_ml": 0.5, "flair_max_ml": 1.0}
+"""How far the Fisher-Kolmogorov screen of a mass-effect draw relaxes each acceptance bound (module docstring)."""
+
+
+def parameter_names(config: dict) -> tuple:
+    """The columns of a shard's ``parameters``: :data:`PARAMETER_NAMES`, plus ``gamma_pa`` for the mass effect."""
+    return PARAMETER_NAMES + (("gamma_pa",) if growth_model(config) == MASS_EFFECT else ())
 
 
 def seed_candidates(wm: np.ndarray, gm: np.ndarray, min_wm_plus_gm: float) -> np.ndarray:
@@ -49,15 +65,19 @@ def seed_candidates(wm: np.ndarray, gm: np.ndarray, min_wm_plus_gm: float) -> np
     return candidates
 
 
-def draw_parameters(rng: np.random.Generator, sampling: dict, candidates: np.ndarray) -> np.ndarray:
-    """One parameter set (PARAMETER_NAMES order), uniform in the config ranges, seed jittered within its voxel."""
-    def uniform(key):
-        low, high = sampling[key]
-        return rng.uniform(low, high)
+def draw_parameters(rng: np.random.Generator, sampling: dict, candidates: np.ndarray,
+                    gamma_pa: tuple | None = None) -> np.ndarray:
+    """One parameter set (:func:`parameter_names` order), uniform in the config ranges, seed jittered within its
+    voxel; gamma (Pa) drawn last from ``gamma_pa`` (low, high) when given, so the other draws do not change."""
+    def uniform(low_high):
+        return rng.uniform(*low_high)
 
-    dw, rho, days = uniform("dw_mm2_per_day"), uniform("rho_per_day"), uniform("days")
+    dw, rho, days = (uniform(sampling[k]) for k in ("dw_mm2_per_day", "rho_per_day", "days"))
     seed = candidates[rng.integers(len(candidates))] + rng.uniform(-0.5, 0.5, 3)
-    return np.array([dw, rho, days, *seed, uniform("uc_t1gd"), uniform("uc_flair")], dtype=np.float64)
+    drawn = [dw, rho, days, *seed, uniform(sampling["uc_t1gd"]), uniform(sampling["uc_flair"])]
+    if gamma_pa is not None:
+        drawn.append(uniform(gamma_pa))
+    return np.array(drawn, dtype=np.float64)
 
 
 def image_case(density: np.ndarray, uc_t1gd: float, uc_flair: float) -> np.ndarray:
@@ -71,12 +91,14 @@ def could_be_accepted(parameters: np.ndarray, acceptance: dict) -> bool:
     return 2.0 * np.sqrt(dw * rho) * days <= acceptance["max_front_radius_mm"]
 
 
-def accepted(labels: np.ndarray, voxel_ml: float, acceptance: dict) -> bool:
-    """True when the lesion sizes lie within the config's acceptance bounds."""
+def accepted(labels: np.ndarray, voxel_ml: float, acceptance: dict, factors: dict | None = None) -> bool:
+    """True when the lesion sizes lie within the config's acceptance bounds (each multiplied by its ``factors``
+    entry, e.g. :data:`SCREEN_FACTORS`)."""
+    bound = {key: acceptance[key] * (factors or {}).get(key, 1.0)
+             for key in ("t1gd_min_ml", "flair_min_ml", "flair_max_ml")}
     t1gd_ml = np.count_nonzero(labels == 2) * voxel_ml
     flair_ml = np.count_nonzero(labels) * voxel_ml
-    return (t1gd_ml >= acceptance["t1gd_min_ml"]
-            and acceptance["flair_min_ml"] <= flair_ml <= acceptance["flair_max_ml"])
+    return t1gd_ml >= bound["t1gd_min_ml"] and bound["flair_min_ml"] <= flair_ml <= bound["flair_max_ml"]
 
 
 def targets_of(parameters: np.ndarray) -> np.ndarray:
@@ -92,26 +114,39 @@ def shard_rng(config: dict, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(config["dataset"]["seed"]), SPLITS.index(split), int(index)])
 
 
-def make_shard(wm: np.ndarray, gm: np.ndarray, spacing_mm, config: dict, split: str, index: int,
+def make_shard(wm: np.ndarray, gm: np.ndarray, csf: np.ndarray, spacing_mm, config: dict, split: str, index: int,
                size: int | None = None) -> dict:
     """Simulate and image cases until ``size`` (default: the config's shard size) are accepted; one core.
 
-    ``wm``, ``gm``: (ni, nj, nk) tissue probabilities on the network grid of spacing ``spacing_mm``.
+    ``wm``, ``gm``, ``csf``: (ni, nj, nk) tissue probabilities on the network grid of spacing ``spacing_mm`` (CSF
+    is read by the mass-effect model only).
     """
     size = int(size or config["dataset"]["shard_size"])
     rng = shard_rng(config, split, index)
     domain = Domain(wm, gm, spacing_mm)
+    mass_effect, gamma_range = None, None
+    if growth_model(config) == MASS_EFFECT:
+        from ...models.mass_effect import MassEffectDomain
+
+        mass_effect = MassEffectDomain(wm, gm, csf, spacing_mm)
+        gamma_range = tuple(config["model"]["gamma_pa"])
     voxel_ml = float(np.prod(domain.spacing_mm)) / 1000.0
+    acceptance = config["acceptance"]
     candidates = seed_candidates(wm, gm, config["sampling"]["seed_min_wm_plus_gm"])
     labels, parameters, drawn = [], [], 0
     while len(labels) < size:
-        p = draw_parameters(rng, config["sampling"], candidates)
+        p = draw_parameters(rng, config["sampling"], candidates, gamma_range)
         drawn += 1
-        if not could_be_accepted(p, config["acceptance"]):
+        if not could_be_accepted(p, acceptance):
             continue
         density = domain.simulate(p[0], p[1], p[2], p[3:6], parallel=False)
         case = image_case(density, p[6], p[7])
-        if accepted(case, voxel_ml, config["acceptance"]):
+        if mass_effect is not None:
+            if not accepted(case, voxel_ml, acceptance, SCREEN_FACTORS):
+                continue
+            density = mass_effect.simulate(p[0], p[1], p[2], p[3:6], p[8], parallel=False).density
+            case = image_case(density, p[6], p[7])
+        if accepted(case, voxel_ml, acceptance):
             labels.append(case)
             parameters.append(p)
     parameters = np.asarray(parameters)
@@ -135,8 +170,11 @@ MANIFEST_NAME = "dataset.json"
 
 def generation_settings(config: dict) -> dict:
     """The parts of an LMI config that decide what the shards hold (not how many there are)."""
-    return {"grid": config["grid"], "sampling": config["sampling"], "acceptance": config["acceptance"],
-            "seed": config["dataset"]["seed"], "shard_size": config["dataset"]["shard_size"]}
+    settings = {"grid": config["grid"], "sampling": config["sampling"], "acceptance": config["acceptance"],
+                "seed": config["dataset"]["seed"], "shard_size": config["dataset"]["shard_size"]}
+    if "model" in config:  # absent in the Fisher-Kolmogorov manifests written before the mass-effect model
+        settings["model"] = config["model"]
+    return settings
 
 
 def check_manifest(folder, config: dict, create: bool = False) -> None:

@@ -7,6 +7,11 @@ order (each epoch's permutation comes from the seed and the epoch number).
 
 Schedule: cosine decay from ``learning_rate`` to ``final_learning_rate`` over all steps. The thesis used
 6e-5 with a slow exponential decay over many more epochs on 80k cases; a short CPU run needs a larger start.
+
+Warm start: with ``training.init_weights`` (a weights file, relative to ``Resources/``) a new run starts from that
+trained network instead of a random one; it must have the same architecture, grid and input crop. The
+mass-effect config starts from the Fisher-Kolmogorov network: the lesions look alike, so a few epochs on the new
+data adapt it.
 """
 from __future__ import annotations
 
@@ -21,10 +26,11 @@ import torch
 
 from ...errors import Cancelled, InputError
 from ...files import atomic_path
+from ...resources import resources_dir
 from ..config import target_scaling
 from ..inputs import assemble, crop_labels
 from ..labels import relative_targets
-from ..network import WEIGHTS_NAME, InverseNet, check_network_config
+from ..network import WEIGHTS_NAME, InverseNet, check_network_config, load_network
 from .dataset import check_manifest, load_split, load_tissue
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -87,6 +93,16 @@ def _datasets(config: dict, data_dir, train_limit: int | None, device: torch.dev
     return tuple(_Batches(d, tissue, config, device) for d in (train_data, val_data))
 
 
+def _initial_state(config: dict) -> dict:
+    """The state dict of ``training.init_weights``, checked to fit ``config``'s network, grid and crop."""
+    path = resources_dir() / config["training"]["init_weights"]
+    model, start_config = load_network(path)
+    for section in ("network", "grid", "input", "targets"):
+        if start_config[section] != config[section]:
+            raise InputError(f"training.init_weights {path}: its {section} section differs from this config's")
+    return model.state_dict()
+
+
 class _Run:
     """One training run's state: the model, the optimiser, the step reached and the checkpoint in ``out_dir``."""
 
@@ -98,6 +114,8 @@ class _Run:
             raise InputError(f"{n_train} training cases are fewer than one batch of {self.batch_size}")
         self.total_steps = self.steps_per_epoch * self.epochs
         self.model = InverseNet.from_config(config).to(device)
+        if config["training"].get("init_weights"):
+            self.model.load_state_dict(_initial_state(config))
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=self.cfg["learning_rate"],
                                            betas=tuple(self.cfg["adam_betas"]), weight_decay=self.cfg["weight_decay"])
         self.step, self.elapsed_before, self.val_mse = 0, 0.0, float("nan")
