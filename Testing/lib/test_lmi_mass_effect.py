@@ -165,3 +165,13 @@ def test_mass_effect_lmi_refuses_what_it_cannot_do(tmp_path, mass_effect_patient
                        capsys)
     assert code == 2 and "CSF" in err, err
     assert not any((tmp_path / d).exists() for d in ("o1", "o2", "o3", "o4", "o5"))
+
+
+def test_the_mass_effect_configs_differ_from_the_fisher_kolmogorov_ones_only_in_model_and_data():
+    # Same grid, ranges, acceptance, targets and network: the warm start and the pipeline's grids line up.
+    for name in ("config.json", "config_full_gpu.json"):
+        fk, me = (lmi_config.load_config(folder / name) for folder in (model_dir(), model_dir("mass-effect")))
+        for section in ("grid", "sampling", "acceptance", "targets", "input", "network"):
+            assert me[section] == fk[section], (name, section)
+        assert lmi_config.growth_model(fk) == "fisher-kolmogorov" and me["model"]["gamma_pa"] == [0.0, 10000.0]
+        assert me["dataset"]["seed"] != fk["dataset"]["seed"]  # other cases than the Fisher-Kolmogorov data's

@@ -47,7 +47,10 @@ def test_extension_configures_and_lists_every_file(tmp_path):
         assert ("script", f"{DEST}/{script}") in listed, f"{script} is not installed by the CMake files"
     for resource in ("Icons/TumorPersonalization.png", "UI/TumorPersonalization.ui", "requirements.txt",
                      "Atlas/NOTICE.txt", "Atlas/mni_icbm152_wm_1.5mm.nii.gz",
-                     "LMI/inverse_net.pt", "LMI/shape_regressor.pt", "LMI/seed_regressor.pt", "LMI/config.json"):  # LMI needs them
+                     "LMI/inverse_net.pt", "LMI/shape_regressor.pt", "LMI/seed_regressor.pt", "LMI/config.json",
+                     "LMI/mass_effect/inverse_net.pt", "LMI/mass_effect/shape_regressor.pt",
+                     "LMI/mass_effect/seed_regressor.pt", "NPE/npe.pt", "NPE/config.json",
+                     "Surrogate/surrogate.pt", "Surrogate/config.json"):  # the methods need them
         assert ("resource", f"{DEST}/Resources/{resource}") in listed, resource
     assert ("unittest", "TumorPersonalization.py") in listed
     assert ("module", "TumorPersonalization") in listed

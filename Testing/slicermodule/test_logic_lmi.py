@@ -62,3 +62,36 @@ def test_lmi_in_the_atlas_shows_no_tissue_maps(module, tmp_path):
     assert result.report["tissue"]["source"] == "bundled atlas" and result.report["refinement"] is None
     assert not [node for node in result.others if node.IsA("vtkMRMLScalarVolumeNode")]
     assert result.density is not None
+
+
+def test_mass_effect_outputs_become_a_transform_and_deformed_maps(module, tmp_path):
+    # What the Logic loads from a mass-effect run's folder, read the way Slicer reads such files: the displacement
+    # file as a grid transform whose resampling direction (FromParent) moves a point by the stored vector.
+    import slicer
+
+    from TumorPersonalizationLib.forward import DisplacementField
+    from TumorPersonalizationLib.imaging import Geometry, write_volume
+    from TumorPersonalizationModuleLib import outputs
+    from TumorPersonalizationModuleLib.nodes import volumeFromNode
+
+    geometry = Geometry((12, 10, 8), (2.0, 2.5, 3.0), (10.0, -20.0, 5.0), (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0, 0, 1))
+    i, j, k = np.meshgrid(*(np.arange(n) for n in geometry.shape), indexing="ij")
+    ras = np.stack([0.1 * i, -0.2 * j + 0.5, 0.05 * k * i], axis=-1)  # a smooth field, linear along each axis
+    DisplacementField(ras, geometry).write(tmp_path / "displacement.nii.gz")
+    wm = np.random.default_rng(0).uniform(0, 1, geometry.shape).astype(np.float32)
+    for name, array in (("wm", wm), ("gm", 1 - wm), ("csf", np.zeros_like(wm))):
+        write_volume(Volume(array, geometry), tmp_path / f"deformed_{name}.nii.gz")
+    result = outputs.ResultNodes()
+    loaded = outputs.loadMassEffect(tmp_path, "case", result)
+    transform = loaded[0]
+    assert transform.IsA("vtkMRMLGridTransformNode") and transform.GetName() == "case displacement"
+    index = np.array([5.0, 4.0, 3.0])
+    point = geometry.index_to_ras(index)
+    moved = transform.GetTransformFromParent().TransformPoint(list(point))
+    np.testing.assert_allclose(moved, point + ras[5, 4, 3], atol=1e-4)
+    maps = {node.GetName(): volumeFromNode(node) for node in loaded[1:]}
+    assert set(maps) == {"case deformed WM", "case deformed GM", "case deformed CSF"}
+    np.testing.assert_allclose(maps["case deformed WM"].array, wm, atol=1e-6)
+    result.remove()
+    assert all(node.GetScene() is None for node in loaded)
+    assert not slicer.mrmlScene.GetNodesByClass("vtkMRMLGridTransformNode").GetNumberOfItems()

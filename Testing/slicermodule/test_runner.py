@@ -35,10 +35,12 @@ def test_methods_come_from_the_registry():
     assert runner.methodsFromListing(listing) == runner.METHODS
     assert [m.label for m in runner.METHODS.values()] == [
         "Learn-Morph-Infer (about half a minute)", "Learn-Morph-Infer + full refinement (minutes)",
-        "Learn-Morph-Infer in the atlas, unfitted (fastest, least accurate)", "TMCMC (Bayesian)",
+        "Learn-Morph-Infer in the atlas, unfitted (fastest, least accurate)",
+        "Learn-Morph-Infer, mass-effect model (the tumor pushes the brain; about a minute)", "TMCMC (Bayesian)",
         "NPE (neural posterior)"]
     assert runner.METHODS["lmiRefine"].extraFlags == ("--refine",)
     assert runner.METHODS["lmiAtlas"].extraFlags == ("--anatomy", "atlas", "--coarse-fit", "off")
+    assert runner.METHODS["lmiMassEffect"].extraFlags == ("--model", "mass-effect")
     assert runner.METHODS["tmcmc"].samplesPosterior and runner.METHODS["lmi"].registersAtlas
     # A method registered tomorrow appears with no change to the module; a preset must use a flag.
     extra = dict(listing[-1], name="abc", variants=[{"key": "abc", "label": "ABC", "settings": {}}])

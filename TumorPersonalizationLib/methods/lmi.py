@@ -23,10 +23,10 @@ REQUIRED_INPUTS = ("t1", "t1gd", "flair")
 OPTIONAL_INPUTS = ("wm", "gm", "csf", "recurrence")
 VARIANTS = (("lmi", "Learn-Morph-Infer (about half a minute)", {}),
             ("lmiRefine", "Learn-Morph-Infer + full refinement (minutes)", {"refine": True}),
-            ("lmiMassEffect", "Learn-Morph-Infer, mass-effect model (tumor pushes the brain; about a minute)",
-             {"model": "mass-effect"}),
             ("lmiAtlas", "Learn-Morph-Infer in the atlas, unfitted (fastest, least accurate)",
-             {"anatomy": "atlas", "coarse_fit": "off"}))
+             {"anatomy": "atlas", "coarse_fit": "off"}),
+            ("lmiMassEffect", "Learn-Morph-Infer, mass-effect model (the tumor pushes the brain; about a minute)",
+             {"model": "mass-effect"}))
 """Named presets the Slicer panel offers: (key, label, settings)."""
 SAMPLES_POSTERIOR = False
 
