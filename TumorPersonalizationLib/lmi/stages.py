@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..forward import DisplacementField, mass_effect_output
 from ..imaging.atlas import load_atlas
 from ..imaging.io import resample, resample_smooth
 from ..imaging.tissue import TissueMaps
 from ..imaging.volume import Volume
-from ..registration import Registration, RegistrationSettings, register_to_atlas
-from ..forward import DisplacementField, mass_effect_output
 from ..models.mass_effect import AtGamma, MassEffectResult
+from ..registration import Registration, RegistrationSettings, register_to_atlas
 from .config import mu_bounds, network_domain, network_tissue
 from .estimators import predict_labels
 from .grids import (FitGrid, atlas_fit_grid, growth_domain, lesion_on_network_grid, nearest_domain_voxel,
@@ -212,7 +212,7 @@ def simulate(grids: FitGrids, estimate: Estimate, refinement: Refinement | None 
         net = grids.network
         on_network = resample_smooth(Volume(density, fine.geometry), net.geometry).array
         fit, fit_grid = mask_fit(on_network, net.t1gd, net.flair, net.domain.inside), "network"
-    if isinstance(fine.domain, AtGamma):
+    if isinstance(fine.domain, AtGamma):  # its last run is the one just made
         return Simulated(mu1, mu2, density, seed_final, fit, fit_grid, "sharp" if sharp else "smooth",
                          fine.domain.last, fine.domain.gamma_pa)
     return Simulated(mu1, mu2, density, seed_final, fit, fit_grid, "sharp" if sharp else "smooth")
