@@ -29,14 +29,17 @@ PATIENT_FIT_SPACING_MM = 1.5
 the same cost per simulation as in the atlas)."""
 
 
+MASS_EFFECT_NEEDS_CSF = ("the mass-effect model needs a CSF map: give --csf with --wm and --gm, or leave all three "
+                         "out so the T1 is segmented")
+
+
 def growth_domain(wm: np.ndarray, gm: np.ndarray, csf: np.ndarray | None, spacing_mm, gamma_pa: float | None = None):
     """The solver domain of the fits and the simulation: Fisher-Kolmogorov (``gamma_pa`` None), or the
     mass-effect model at ``gamma_pa`` (Pa; :class:`~..models.mass_effect.AtGamma`, which needs ``csf``)."""
     if gamma_pa is None:
         return Domain(wm, gm, spacing_mm)
     if csf is None:
-        raise InputError("the mass-effect model needs a CSF map: give --csf with --wm and --gm, or leave all three "
-                         "out so the T1 is segmented")
+        raise InputError(MASS_EFFECT_NEEDS_CSF)
     return AtGamma(MassEffectDomain(wm, gm, csf, spacing_mm), gamma_pa)
 
 

@@ -76,9 +76,10 @@ class Settings(MethodSettings):
                            flag=True, minimum=0.0, maximum=10000.0)
     weights: Path | None = setting(None, "trained inverse network (default Resources/LMI/inverse_net.pt, with "
                                          "--model mass-effect Resources/LMI/mass_effect/inverse_net.pt)")
-    shape_weights: Path | None = setting(None, "trained shape regressor (default "
-                                               "Resources/LMI/shape_regressor.pt)")
-    seed_weights: Path | None = setting(None, "trained seed regressor (default Resources/LMI/seed_regressor.pt)")
+    shape_weights: Path | None = setting(None, "trained shape regressor (default shape_regressor.pt beside the "
+                                               "default weights)")
+    seed_weights: Path | None = setting(None, "trained seed regressor (default seed_regressor.pt beside the default "
+                                              "weights)")
 
     def check(self) -> None:
         if self.fast and self.refine:
@@ -124,6 +125,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     """
     from ..lmi import stages
     from ..lmi.estimators import choose_mu_source
+    from ..lmi.grids import MASS_EFFECT_NEEDS_CSF
     from ..lmi.models import load_models
     from ..lmi.report import lmi_report
     from ..personalization import Personalization, Progress
@@ -132,8 +134,7 @@ def personalize(case, settings: Settings = Settings(), progress=None, cancel=Non
     from ..stage_timer import StageTimer
 
     if settings.gamma_pa is not None and case.tissue is not None and case.tissue.csf is None:
-        raise InputError("the mass-effect model needs a CSF map: give --csf with --wm and --gm, or leave all three "
-                         "out so the T1 is segmented")
+        raise InputError(MASS_EFFECT_NEEDS_CSF)  # before the registration, not after
     progress = Progress(progress, cancel)
     timer = StageTimer()
     in_patient = case.tissue is not None or settings.anatomy_used == "patient"
