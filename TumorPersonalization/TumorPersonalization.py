@@ -668,11 +668,12 @@ class TumorPersonalizationTest(ScriptedLoadableModuleTest):
         self.assertEqual(labels, ["Learn-Morph-Infer (about half a minute)",
                                   "Learn-Morph-Infer + full refinement (minutes)",
                                   "Learn-Morph-Infer in the atlas, unfitted (fastest, least accurate)",
+                                  "Learn-Morph-Infer, mass-effect model (the tumor pushes the brain; about a minute)",
                                   "TMCMC (Bayesian)", "NPE (neural posterior)"])
         logic = TumorPersonalizationLogic()
         self.assertIsNone(logic.methodUnavailableReason("tmcmc"))
         self.assertIsNone(logic.methodUnavailableReason("npe"))
-        for key in ("lmi", "lmiRefine", "lmiAtlas"):
+        for key in ("lmi", "lmiRefine", "lmiAtlas", "lmiMassEffect"):
             self.assertIsNone(logic.methodUnavailableReason(key))
         self.delayDisplay("methods listed")
 

