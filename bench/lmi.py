@@ -230,7 +230,7 @@ class _Method:
         return getattr(self.cases, self.name)(indices)
 
 
-def _run_chunks(cases: AtlasCases, method: str, workers: int, n: int, what: str, chunk: int = 50) -> np.ndarray:
+def run_chunks(cases, method: str, workers: int, n: int, what: str, chunk: int = 50) -> np.ndarray:
     """``cases.<method>`` over indices 0..n-1 on ``workers`` processes, in chunks to show progress."""
     executor = make_executor(_Method(cases, method), workers)
     start, out = time.perf_counter(), []
@@ -246,7 +246,7 @@ def _run_chunks(cases: AtlasCases, method: str, workers: int, n: int, what: str,
 def grow_test_labels(data_dir, config: dict, n: int, workers: int, regressors=(None, None)) -> np.ndarray:
     """:meth:`AtlasCases.observe` of the first ``n`` test cases, grown at 1.5 mm as a patient's masks arrive, on
     ``workers`` processes."""
-    return _run_chunks(AtlasCases(data_dir, config, n, workers == 1, regressors=regressors), "observe", workers, n,
+    return run_chunks(AtlasCases(data_dir, config, n, workers == 1, regressors=regressors), "observe", workers, n,
                        "grown at 1.5 mm")
 
 
@@ -300,7 +300,7 @@ def test_set(args, model, config) -> dict:
     k, first = len(refined), refined.start
     cases = AtlasCases(args.data, config, n, parallel, predicted, refined, args.refine_evaluations,
                        args.refine_fine_evaluations, args.refine_polish_evaluations, min(args.ablation_cases, n))
-    table = _run_chunks(cases, "score", args.workers, n, "scored")
+    table = run_chunks(cases, "score", args.workers, n, "scored")
     columns = AtlasCases.columns()
     results = {"network": _mean_scores(table, columns, "network ")}
     shown = {f"network ({n} cases)": results["network"], "thesis (12k cases)": THESIS}

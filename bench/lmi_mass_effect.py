@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 
-from TumorPersonalizationLib.execution import make_executor
 from TumorPersonalizationLib.lmi.config import mu_bounds, network_tissue
 from TumorPersonalizationLib.lmi.estimators import predict_labels
 from TumorPersonalizationLib.lmi.grids import FitGrid, nearest_domain_voxel
@@ -143,7 +142,7 @@ class AnatomyCases:
 
 def across_anatomy(args) -> dict:
     """``--anatomy sri24``: the pipeline on mass-effect tumors grown in SRI24 (module docstring)."""
-    from lmi import SCORE_KEYS, print_table
+    from lmi import SCORE_KEYS, run_chunks, print_table
     from lmi_anatomy import load_patient
 
     from TumorPersonalizationLib.imaging.tissue import TissueMaps
@@ -157,16 +156,8 @@ def across_anatomy(args) -> dict:
                         background=tissue.background, source=tissue.source)
     registration = register_to_atlas(t1)
     n = min(args.cases, len(dataset.load_split(args.data, "test", limit=args.cases)["targets"]))
-    cases = AnatomyCases(args.data, config, n, t1, tissue, registration)
-    executor = make_executor(_Score(cases), args.workers)
-    chunks, begin_s = [], time.perf_counter()
-    try:
-        for begin in range(0, n, 10):
-            chunks.append(executor(np.arange(begin, min(begin + 10, n))))
-            print(f"  {begin + len(chunks[-1])}/{n} ({time.perf_counter() - begin_s:.0f} s)", flush=True)
-    finally:
-        executor.close()
-    table = np.concatenate(chunks)
+    table = run_chunks(AnatomyCases(args.data, config, n, t1, tissue, registration), "score", args.workers, n,
+                        "personalized", chunk=10)
     kept = table[table[:, 0] == 1]
     k = len(SCORE_KEYS)
     means = dict(zip(SCORE_KEYS, kept[:, 1:1 + k].mean(axis=0).tolist()))
@@ -178,17 +169,9 @@ def across_anatomy(args) -> dict:
     return results
 
 
-class _Score:
-    def __init__(self, cases):
-        self.cases = cases
-
-    def __call__(self, indices):
-        return self.cases.score(indices)
-
-
 def test_set(args) -> dict:
     """The held-out mass-effect test cases (module docstring); prints the table and returns the numbers."""
-    from lmi import SCORE_KEYS, print_table
+    from lmi import SCORE_KEYS, run_chunks, print_table
 
     model, config = load_network(args.weights)
     data = dataset.load_split(args.data, "test", limit=args.cases)
@@ -208,16 +191,8 @@ def test_set(args) -> dict:
           f"{np.median(relative[:, 0]):.3f}, mu2 {np.median(relative[:, 1]):.3f}; seed error median "
           f"{np.median(seed_mm):.1f} mm", flush=True)
     refined = range(0, min(args.refine_cases, n))
-    cases = MassEffectCases(args.data, config, n, predicted, refined, args.refine_evaluations)
-    executor = make_executor(_Score(cases), args.workers)
-    chunks, begin_s = [], time.perf_counter()
-    try:
-        for begin in range(0, n, 50):
-            chunks.append(executor(np.arange(begin, min(begin + 50, n))))
-            print(f"  scored {begin + len(chunks[-1])}/{n} ({time.perf_counter() - begin_s:.0f} s)", flush=True)
-    finally:
-        executor.close()
-    table = np.concatenate(chunks)
+    table = run_chunks(MassEffectCases(args.data, config, n, predicted, refined, args.refine_evaluations), "score",
+                        args.workers, n, "scored")
     k = len(SCORE_KEYS)
     results = {"cases": n, "default_gamma_pa": DEFAULT_GAMMA_PA,
                "parameters": {"mu1_median_relative_error": float(np.median(relative[:, 0])),
